@@ -1,0 +1,107 @@
+"""The one switch between NumPy (CPU) and CuPy (GPU).
+
+Every other module asks this one for its array module; none imports CuPy. Two ways to choose:
+
+* the environment: ``MRCNN_EDU_BACKEND=numpy`` (default) or ``MRCNN_EDU_BACKEND=cupy``;
+* in code: ``mrcnn_edu.backend.use("cupy")``.
+
+Device code starts the DeZero way, ``xp = get_array_module(x)``, so a function follows the arrays it
+is given; code that *creates* arrays from nothing (anchors, random numbers) uses ``backend.xp``, the
+module chosen by the switch. The few things that differ between NumPy and CuPy live here:
+moving arrays to the host (``to_host``), scatter-add (``scatter_add``) and random numbers (``rng``).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy
+
+__all__ = ["xp", "name", "use", "get_array_module", "asarray", "to_host", "scatter_add", "rng",
+           "gpu_available", "BACKENDS"]
+
+BACKENDS = ("numpy", "cupy")
+
+xp = numpy      # the array module chosen by the switch; read it as ``backend.xp`` at call time
+name = "numpy"  # its name, "numpy" or "cupy"
+
+
+def _import_cupy():
+    try:
+        import cupy  # the only import of CuPy in the library
+    except ImportError as err:  # pragma: no cover - depends on the machine
+        raise RuntimeError("backend 'cupy' needs CuPy and a CUDA GPU: pip install 'mrcnn-edu[gpu]'") from err
+    return cupy
+
+
+def gpu_available() -> bool:
+    """True when CuPy imports and sees at least one CUDA device."""
+    try:
+        cupy = _import_cupy()
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def use(backend: str):
+    """Switch the library to ``"numpy"`` or ``"cupy"``; returns the array module."""
+    global xp, name
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    xp = numpy if backend == "numpy" else _import_cupy()
+    name = backend
+    return xp
+
+
+def get_array_module(*arrays):
+    """NumPy or CuPy, whichever owns ``arrays`` (NumPy for host arrays and plain Python values)."""
+    for a in arrays:
+        mod = type(a).__module__
+        if mod.startswith("cupy"):
+            return _import_cupy()
+    return numpy
+
+
+def asarray(a, dtype=None):
+    """``a`` as an array of the switched backend (copied to the GPU under CuPy)."""
+    return xp.asarray(a, dtype=dtype)
+
+
+def to_host(a):
+    """``a`` as a NumPy array on the host (a no-op for NumPy arrays)."""
+    if type(a).__module__.startswith("cupy"):
+        return a.get()
+    return numpy.asarray(a)
+
+
+def scatter_add(target, indices, values):
+    """``target[indices] += values`` in place, with repeated indices adding up; returns ``target``.
+
+    target  : 1-D array (ravel a view of the array you want to fill)
+    indices : 1-D integer array into ``target``
+    values  : 1-D array, same length as ``indices``
+
+    Plain ``target[indices] += values`` is wrong here: repeated indices keep only one value. NumPy gets
+    ``bincount`` when the indices cover much of the target (one pass, summed in float64) and
+    ``numpy.add.at`` otherwise; CuPy gets ``cupyx.scatter_add`` (atomic adds on the GPU).
+    """
+    if type(target).__module__.startswith("cupy"):
+        import cupyx  # noqa: F401  (part of CuPy; imported only here)
+        cupyx.scatter_add(target, indices, values.astype(target.dtype, copy=False))
+        return target
+    if indices.size * 4 >= target.size:
+        target += numpy.bincount(indices, weights=values, minlength=target.size).astype(target.dtype)
+    else:
+        numpy.add.at(target, indices, values)
+    return target
+
+
+def rng(seed=None):
+    """A random generator of the switched backend (``numpy.random.Generator`` or CuPy's)."""
+    return xp.random.default_rng(seed)
+
+
+_env = os.environ.get("MRCNN_EDU_BACKEND", "numpy").strip().lower() or "numpy"
+if _env not in BACKENDS:
+    raise ValueError(f"MRCNN_EDU_BACKEND must be one of {BACKENDS}, got {_env!r}")
+if _env != "numpy":
+    use(_env)

@@ -1,0 +1,22 @@
+"""Shared fixtures: ``xp`` runs a test once on NumPy and once on CuPy (skipped cleanly without a GPU)."""
+import numpy as np
+import pytest
+
+from mrcnn_edu import backend
+
+
+@pytest.fixture(params=["numpy", "cupy"])
+def xp(request):
+    """The array module of the backend under test; the switch is restored afterwards."""
+    if request.param == "cupy" and not backend.gpu_available():
+        pytest.skip("CuPy backend: no CuPy or no CUDA GPU on this machine")
+    previous = backend.name
+    module = backend.use(request.param)
+    yield module
+    backend.use(previous)
+
+
+@pytest.fixture
+def rng():
+    """A seeded host generator: tests build inputs on the host and move them with ``xp.asarray``."""
+    return np.random.default_rng(1234)
