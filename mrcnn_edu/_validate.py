@@ -1,0 +1,80 @@
+"""Input checks shared by the public functions: each raises ``ValueError`` (or ``TypeError``) that names
+the argument and says what was expected, so a student sees ``boxes: expected N x 4, got shape (3, 5)``
+instead of a broadcasting error three calls deeper."""
+from __future__ import annotations
+
+from . import backend
+
+__all__ = ["as_float_array", "check_ndim", "check_finite", "check_boxes", "check_rois", "check_same_length",
+           "pair"]
+
+
+def as_float_array(a, name, xp=None):
+    """``a`` as a floating array of the array module ``xp`` (its own module when ``xp`` is None).
+
+    Python lists and integer arrays become float32; float32 and float64 arrays are kept as they are.
+    """
+    xp = xp or backend.get_array_module(a)
+    a = xp.asarray(a)
+    if a.dtype.kind == "b" or a.dtype.kind in "OUSV":
+        raise TypeError(f"{name}: expected a numeric array, got dtype {a.dtype}")
+    if a.dtype.kind != "f":
+        a = a.astype(xp.float32)
+    return a
+
+
+def check_ndim(a, name, ndim, what):
+    """``a.ndim == ndim`` or a ``ValueError`` like ``rois: expected R x 5, got shape (3,)``."""
+    if a.ndim != ndim:
+        raise ValueError(f"{name}: expected {what}, got shape {tuple(a.shape)}")
+
+
+def check_finite(a, name):
+    """No NaN or inf in ``a``."""
+    xp = backend.get_array_module(a)
+    if a.size and not bool(xp.isfinite(a).all()):
+        raise ValueError(f"{name}: contains NaN or inf")
+
+
+def check_boxes(boxes, name="boxes", xp=None):
+    """``boxes`` as an ``N x 4`` float array of ``(x1, y1, x2, y2)``: finite, with ``x2 >= x1`` and ``y2 >= y1``."""
+    boxes = as_float_array(boxes, name, xp)
+    if boxes.ndim == 1 and boxes.size == 0:
+        boxes = boxes.reshape(0, 4)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"{name}: expected N x 4 boxes (x1, y1, x2, y2), got shape {tuple(boxes.shape)}")
+    check_finite(boxes, name)
+    mod = backend.get_array_module(boxes)
+    if boxes.shape[0] and bool(mod.any((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]))):
+        raise ValueError(f"{name}: every box needs x2 >= x1 and y2 >= y1")
+    return boxes
+
+
+def check_rois(rois, name="rois", xp=None):
+    """``rois`` as an ``R x 5`` float array ``(batch_index, x1, y1, x2, y2)`` with valid boxes."""
+    rois = as_float_array(rois, name, xp)
+    if rois.ndim == 1 and rois.size == 0:
+        rois = rois.reshape(0, 5)
+    if rois.ndim != 2 or rois.shape[1] != 5:
+        raise ValueError(f"{name}: expected R x 5 rois (batch_index, x1, y1, x2, y2), got shape {tuple(rois.shape)}")
+    check_boxes(rois[:, 1:], name)
+    return rois
+
+
+def check_same_length(a, a_name, b, b_name):
+    """``len(a) == len(b)`` or a ``ValueError`` naming both."""
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"{b_name}: expected {a.shape[0]} rows to match {a_name}, got {b.shape[0]}")
+
+
+def pair(v, name):
+    """An int or a pair of ints as a pair of positive ints (``7 -> (7, 7)``)."""
+    if isinstance(v, int):
+        v = (v, v)
+    try:
+        a, b = (int(x) for x in v)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected an int or a pair of ints, got {v!r}") from None
+    if a <= 0 or b <= 0:
+        raise ValueError(f"{name}: expected positive sizes, got {v!r}")
+    return a, b
