@@ -1,0 +1,359 @@
+"""Stage 4 of the lecture: RoI feature extraction. RoIPool (quantized bins + max) and RoIAlign (bilinear
+samples, no quantization), each with its hand-written backward.
+
+Shapes: N images, C channels, H x W feature map, R RoIs, an ``oh x ow`` output grid of bins.
+RoIs are ``R x 5`` rows ``(batch_index, x1, y1, x2, y2)`` in image pixels; ``spatial_scale`` (1/16 for a
+stride-16 feature map) maps them onto the feature map.
+
+RoIAlign as two matrix products
+-------------------------------
+RoIAlign averages, in every bin, a ``gh x gw`` grid of bilinearly interpolated samples. Bilinear weights
+factor into a row part and a column part, the sample grid is a product of rows and columns, and the
+"outside the map" test is one test on y and one on x. So the whole operation factors too::
+
+    out[r, c] = Ay[r] @ features[b_r, c] @ Ax[r].T        Ay[r]: oh x H,  Ax[r]: ow x W
+
+where ``Ay[r][p, h]`` is the total weight that the samples of bin-row ``p`` give feature-row ``h``, divided
+by ``gh`` (and ``Ax`` likewise). Building ``Ay`` and ``Ax`` is a scatter-add of the two bilinear weights of
+every sample; the rest is GEMM, and the backward is the same two products transposed::
+
+    dfeatures[b] = sum over r in image b of  Ay[r].T @ dout[r, c] @ Ax[r]
+
+This is exactly torchvision's arithmetic (the same samples, weights and clamping), summed in another order.
+"""
+from __future__ import annotations
+
+from . import backend
+from ._validate import as_float_array, check_finite, check_ndim, check_rois, pair
+
+__all__ = ["roi_align", "roi_align_backward", "roi_pool", "roi_pool_backward"]
+
+# Caps the temporary of one block of RoIs (elements); larger batches of RoIs run in a few blocks.
+_BLOCK_ELEMENTS = 1 << 24
+
+
+# ----------------------------------------------------------------------------------------------------------
+# checks
+# ----------------------------------------------------------------------------------------------------------
+
+def _check_features(features):
+    features = as_float_array(features, "features")
+    check_ndim(features, "features", 4, "N x C x H x W")
+    check_finite(features, "features")
+    return features
+
+
+def _check_input_shape(input_shape):
+    try:
+        shape = tuple(int(s) for s in input_shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"input_shape: expected (N, C, H, W), got {input_shape!r}") from None
+    if len(shape) != 4 or min(shape) < 0:
+        raise ValueError(f"input_shape: expected (N, C, H, W) of non-negative sizes, got {input_shape!r}")
+    return shape
+
+
+def _check_rois(rois, num_images, xp):
+    rois = check_rois(rois, "rois", xp)
+    batch = rois[:, 0]
+    if rois.shape[0] and bool(xp.any((batch != xp.floor(batch)) | (batch < 0) | (batch >= num_images))):
+        raise ValueError(f"rois: column 0 must hold image indices in [0, {num_images})")
+    return rois
+
+
+def _check_scale(spatial_scale):
+    spatial_scale = float(spatial_scale)
+    if not (spatial_scale > 0 and spatial_scale < float("inf")):
+        raise ValueError(f"spatial_scale: expected a positive finite number, got {spatial_scale!r}")
+    return spatial_scale
+
+
+def _check_grad_output(grad_output, rois, channels, output_size):
+    grad_output = as_float_array(grad_output, "grad_output")
+    expected = (rois.shape[0], channels) + tuple(output_size)
+    if tuple(grad_output.shape) != expected:
+        raise ValueError(f"grad_output: expected shape {expected} (R x C x oh x ow), got {tuple(grad_output.shape)}")
+    check_finite(grad_output, "grad_output")
+    return grad_output
+
+
+# ----------------------------------------------------------------------------------------------------------
+# RoIAlign
+# ----------------------------------------------------------------------------------------------------------
+
+def _axis_weights(start, bin_size, grid, n_bins, size, dtype, xp):
+    """The interpolation matrix of one axis: ``R x n_bins x size``.
+
+    start, bin_size : R, RoI start and bin size on this axis in feature-map coordinates
+    grid            : R ints, samples per bin on this axis (``gh`` or ``gw``; 0 gives an all-zero row)
+    Entry ``[r, p, i]`` is the summed bilinear weight that the samples of bin ``p`` put on feature index
+    ``i``, divided by the number of samples. torchvision's rules: a sample beyond ``[-1, size]`` counts as 0,
+    one in ``[-1, 0]`` is clamped to 0, one past ``size - 1`` reads the last index.
+    """
+    R = start.shape[0]
+    g_max = max(int(grid.max()) if R else 0, 1)
+    p = xp.arange(n_bins, dtype=dtype)[None, :, None]
+    s = xp.arange(g_max, dtype=dtype)[None, None, :]
+    g = xp.maximum(grid, 1).astype(dtype)[:, None, None]
+    b = bin_size[:, None, None]
+    # same order of float operations as torchvision, so float32 results round the same way
+    coord = start[:, None, None] + p * b + (s + 0.5) * b / g                     # R x n_bins x g_max
+    used = (xp.arange(g_max)[None, None, :] < grid[:, None, None]) & (coord >= -1.0) & (coord <= size)
+    coord = xp.maximum(coord, 0)
+    low = xp.floor(coord).astype(xp.int64)
+    at_end = low >= size - 1
+    low = xp.where(at_end, size - 1, low)
+    high = xp.where(at_end, size - 1, low + 1)
+    frac = xp.where(at_end, 0, coord - low).astype(dtype)
+    share = used.astype(dtype) / g
+    weights = xp.zeros(R * n_bins * size, dtype=dtype)
+    row = (xp.arange(R * n_bins).reshape(R, n_bins, 1) * size)
+    backend.scatter_add(weights, (row + low).ravel(), ((1 - frac) * share).ravel())
+    backend.scatter_add(weights, (row + high).ravel(), (frac * share).ravel())
+    return weights.reshape(R, n_bins, size)
+
+
+def _align_matrices(rois, feature_hw, output_size, spatial_scale, sampling_ratio, aligned, dtype):
+    """``Ay``: R x oh x H and ``Ax``: R x ow x W for every RoI (see the module docstring)."""
+    xp = backend.get_array_module(rois)
+    H, W = feature_hw
+    oh, ow = output_size
+    boxes = rois[:, 1:].astype(dtype) * dtype.type(spatial_scale) - dtype.type(0.5 if aligned else 0.0)
+    x1, y1, x2, y2 = boxes.T
+    roi_w, roi_h = x2 - x1, y2 - y1
+    if not aligned:  # the legacy rule: force malformed RoIs to be 1 x 1
+        roi_w, roi_h = xp.maximum(roi_w, 1), xp.maximum(roi_h, 1)
+    bin_h, bin_w = roi_h / dtype.type(oh), roi_w / dtype.type(ow)
+    if sampling_ratio > 0:
+        gh = xp.full(rois.shape[0], sampling_ratio, dtype=xp.int64)
+        gw = gh
+    else:  # adaptive: about one sample per feature-map pixel
+        gh = xp.maximum(xp.ceil(bin_h), 0).astype(xp.int64)
+        gw = xp.maximum(xp.ceil(bin_w), 0).astype(xp.int64)
+    Ay = _axis_weights(y1, bin_h, gh, oh, H, dtype, xp)
+    Ax = _axis_weights(x1, bin_w, gw, ow, W, dtype, xp)
+    return Ay, Ax
+
+
+def _slots(batch_index, num_images, xp):
+    """Place RoIs in an ``N x S`` table, S = most RoIs of one image, so each image is one batched GEMM.
+
+    Returns ``slot`` (R,) with the RoI's column in that table and S.
+    """
+    R = batch_index.shape[0]
+    order = xp.argsort(batch_index, kind="stable")
+    counts = xp.bincount(batch_index, minlength=num_images)
+    first = xp.cumsum(counts) - counts                       # index in `order` of each image's first RoI
+    slot = xp.empty(R, dtype=xp.int64)
+    slot[order] = xp.arange(R) - first[batch_index[order]]
+    return slot, int(counts.max()) if R else 0
+
+
+def _padded(per_roi, batch_index, slot, num_images, width, xp):
+    """Scatter an ``R x ...`` array into its ``N x width x ...`` table (zeros where no RoI)."""
+    table = xp.zeros((num_images, width) + per_roi.shape[1:], dtype=per_roi.dtype)
+    table[batch_index, slot] = per_roi
+    return table
+
+
+def _blocks(S, per_slot, xp):
+    """Ranges of table columns whose temporaries stay under ``_BLOCK_ELEMENTS``."""
+    step = max(1, _BLOCK_ELEMENTS // max(per_slot, 1))
+    return [(s, min(s + step, S)) for s in range(0, S, step)]
+
+
+def roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False):
+    """RoIAlign forward, as ``torchvision.ops.roi_align`` (lecture: "RoI Align in Mask R-CNN").
+
+    features       : N x C x H x W float
+    rois           : R x 5 ``(batch_index, x1, y1, x2, y2)`` in image pixels
+    output_size    : ``(oh, ow)`` or an int
+    spatial_scale  : image pixels -> feature-map pixels (1/16 at stride 16)
+    sampling_ratio : samples per bin along each axis; ``<= 0`` means ``ceil(bin size)`` (adaptive)
+    aligned        : shift the box by -0.5 pixel so that a pixel's centre sits at integer + 0.5
+    Returns R x C x oh x ow, the average of the bilinear samples of each bin.
+    """
+    features = _check_features(features)
+    xp = backend.get_array_module(features)
+    N, C, H, W = features.shape
+    rois = _check_rois(rois, N, xp)
+    oh, ow = pair(output_size, "output_size")
+    spatial_scale = _check_scale(spatial_scale)
+    R = rois.shape[0]
+    if R == 0 or C == 0 or H == 0 or W == 0:
+        return xp.zeros((R, C, oh, ow), dtype=features.dtype)
+
+    Ay, Ax = _align_matrices(rois, (H, W), (oh, ow), spatial_scale, int(sampling_ratio), aligned, features.dtype)
+    batch = rois[:, 0].astype(xp.int64)
+    slot, S = _slots(batch, N, xp)
+    Ay_t, Ax_t = _padded(Ay, batch, slot, N, S, xp), _padded(Ax, batch, slot, N, S, xp)
+    f_t = features.transpose(0, 3, 1, 2).reshape(N, W, C * H)   # columns of the map as GEMM rows
+    out = xp.empty((N, S, ow, C, oh), dtype=features.dtype)
+    for s0, s1 in _blocks(S, N * ow * C * H, xp):
+        k = s1 - s0
+        # contract x:  (N, k*ow, W) @ (N, W, C*H)  ->  per RoI a (ow*C) x H block
+        t = xp.matmul(Ax_t[:, s0:s1].reshape(N, k * ow, W), f_t).reshape(N * k, ow * C, H)
+        # contract y:  (ow*C, H) @ (H, oh) for every RoI
+        ay = Ay_t[:, s0:s1].reshape(N * k, oh, H).transpose(0, 2, 1)
+        out[:, s0:s1] = xp.matmul(t, ay).reshape(N, k, ow, C, oh)
+    return xp.ascontiguousarray(out[batch, slot].transpose(0, 2, 3, 1))   # R x ow x C x oh -> R x C x oh x ow
+
+
+def roi_align_backward(grad_output, rois, input_shape, output_size, spatial_scale=1.0, sampling_ratio=-1,
+                       aligned=False):
+    """RoIAlign backward: the gradient with respect to ``features`` (N x C x H x W).
+
+    grad_output : R x C x oh x ow, the gradient of the loss with respect to ``roi_align``'s output
+    input_shape : ``(N, C, H, W)`` of the features; the other arguments as in ``roi_align``.
+    Every sample hands its share of the bin's gradient back to its four bilinear neighbours; in matrix form
+    ``dfeatures[b] = sum_r Ay[r].T @ grad_output[r] @ Ax[r]`` (torchvision does it with atomic adds).
+    """
+    N, C, H, W = _check_input_shape(input_shape)
+    grad_output = as_float_array(grad_output, "grad_output")
+    xp = backend.get_array_module(grad_output)
+    rois = _check_rois(rois, N, xp)
+    oh, ow = pair(output_size, "output_size")
+    spatial_scale = _check_scale(spatial_scale)
+    grad_output = _check_grad_output(grad_output, rois, C, (oh, ow))
+    dtype = grad_output.dtype
+    R = rois.shape[0]
+    if R == 0 or C == 0 or H == 0 or W == 0:
+        return xp.zeros((N, C, H, W), dtype=dtype)
+
+    Ay, Ax = _align_matrices(rois, (H, W), (oh, ow), spatial_scale, int(sampling_ratio), aligned, dtype)
+    batch = rois[:, 0].astype(xp.int64)
+    slot, S = _slots(batch, N, xp)
+    Ay_t, Ax_t = _padded(Ay, batch, slot, N, S, xp), _padded(Ax, batch, slot, N, S, xp)
+    g_t = _padded(grad_output.transpose(0, 3, 1, 2), batch, slot, N, S, xp)   # N x S x ow x C x oh
+    df_t = xp.zeros((N, W, C * H), dtype=dtype)
+    for s0, s1 in _blocks(S, N * ow * C * H, xp):
+        k = s1 - s0
+        # spread over rows:  (ow*C, oh) @ (oh, H) for every RoI
+        u = xp.matmul(g_t[:, s0:s1].reshape(N * k, ow * C, oh), Ay_t[:, s0:s1].reshape(N * k, oh, H))
+        # spread over columns and sum the RoIs of each image:  (N, W, k*ow) @ (N, k*ow, C*H)
+        ax = Ax_t[:, s0:s1].reshape(N, k * ow, W).transpose(0, 2, 1)
+        df_t += xp.matmul(ax, u.reshape(N, k * ow, C * H))
+    return xp.ascontiguousarray(df_t.reshape(N, W, C, H).transpose(0, 2, 3, 1))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# RoIPool
+# ----------------------------------------------------------------------------------------------------------
+
+def _round_half_away(x, xp):
+    """C's ``round``: halves go away from zero (NumPy's ``round`` goes to even)."""
+    return xp.sign(x) * xp.floor(xp.abs(x) + 0.5)
+
+
+def _pool_bins(start, end, n_bins, size, bins, dtype, xp):
+    """Integer bin edges of one axis: ``lo, hi``, each R x n_bins, clipped to ``[0, size]``, ``hi`` exclusive.
+
+    start, end : R ints, the RoI's first and last pixel (both inclusive)
+    bins="caffe"  : Fast R-CNN / torchvision: ``floor(p * s / n)`` to ``ceil((p + 1) * s / n)``, may overlap
+    bins="slides" : the lecture's: ``floor(p * s / n)`` to ``floor((p + 1) * s / n)``, never overlap
+    """
+    extent = xp.maximum(end - start + 1, 1)[:, None]            # R x 1 pixels, ends included
+    p = xp.arange(n_bins)[None, :]
+    if bins == "caffe":
+        bin_size = extent.astype(dtype) / dtype.type(n_bins)
+        lo = xp.floor(p.astype(dtype) * bin_size).astype(xp.int64)
+        hi = xp.ceil((p + 1).astype(dtype) * bin_size).astype(xp.int64)
+    else:
+        lo, hi = (p * extent) // n_bins, ((p + 1) * extent) // n_bins
+    lo = xp.clip(lo + start[:, None], 0, size)
+    hi = xp.clip(hi + start[:, None], 0, size)
+    return lo, hi
+
+
+def roi_pool(features, rois, output_size, spatial_scale=1.0, bins="caffe"):
+    """RoIPool forward (lecture: "RoI Pooling in Fast R-CNN"): quantize the RoI, split it into bins, max.
+
+    features      : N x C x H x W float
+    rois          : R x 5 ``(batch_index, x1, y1, x2, y2)`` in image pixels
+    output_size   : ``(oh, ow)`` or an int
+    spatial_scale : image -> feature-map pixels; the scaled corners are rounded to whole pixels
+    bins          : ``"caffe"`` (= ``torchvision.ops.roi_pool``) or ``"slides"`` (the lecture's worked example)
+    Returns ``(output, argmax)``: output R x C x oh x ow; argmax R x C x oh x ow int64, the flat index
+    ``y * W + x`` of each maximum in its image's channel, -1 (and output 0) for an empty bin.
+    """
+    features = _check_features(features)
+    xp = backend.get_array_module(features)
+    N, C, H, W = features.shape
+    rois = _check_rois(rois, N, xp)
+    oh, ow = pair(output_size, "output_size")
+    spatial_scale = _check_scale(spatial_scale)
+    if bins not in ("caffe", "slides"):
+        raise ValueError(f"bins: expected 'caffe' or 'slides', got {bins!r}")
+    R, dtype = rois.shape[0], features.dtype
+    output = xp.zeros((R, C, oh, ow), dtype=dtype)
+    argmax = xp.full((R, C, oh, ow), -1, dtype=xp.int64)
+    if R == 0 or C == 0:
+        return output, argmax
+
+    corners = _round_half_away(rois[:, 1:].astype(dtype) * dtype.type(spatial_scale), xp).astype(xp.int64)
+    y_lo, y_hi = _pool_bins(corners[:, 1], corners[:, 3], oh, H, bins, dtype, xp)   # R x oh
+    x_lo, x_hi = _pool_bins(corners[:, 0], corners[:, 2], ow, W, bins, dtype, xp)   # R x ow
+    bh = max(int((y_hi - y_lo).max()), 1)
+    bw = max(int((x_hi - x_lo).max()), 1)
+    # every bin read as a padded bh x bw window of pixels; pixels past the bin's end are masked out
+    ys = y_lo[:, :, None] + xp.arange(bh)                                 # R x oh x bh
+    xs = x_lo[:, :, None] + xp.arange(bw)                                 # R x ow x bw
+    inside = (ys < y_hi[:, :, None])[:, :, None, :, None] & (xs < x_hi[:, :, None])[:, None, :, None, :]
+    flat = xp.minimum(ys, H - 1)[:, :, None, :, None] * W + xp.minimum(xs, W - 1)[:, None, :, None, :]
+    flat = xp.broadcast_to(flat, (R, oh, ow, bh, bw)).reshape(R, oh, ow, bh * bw)
+    inside = xp.broadcast_to(inside, (R, oh, ow, bh, bw)).reshape(R, oh, ow, bh * bw)
+
+    pixels = features.transpose(0, 2, 3, 1).reshape(N * H * W, C)          # channels last: one row a pixel
+    batch = rois[:, 0].astype(xp.int64)
+    step = max(1, _BLOCK_ELEMENTS // (oh * ow * bh * bw * C))
+    for r0 in range(0, R, step):
+        r1 = min(r0 + step, R)
+        window = pixels[(batch[r0:r1, None, None, None] * (H * W) + flat[r0:r1])]   # r x oh x ow x bh*bw x C
+        window = xp.where(inside[r0:r1, ..., None], window, -xp.inf)
+        best = xp.argmax(window, axis=3)                                            # r x oh x ow x C
+        value = xp.take_along_axis(window, best[:, :, :, None, :], axis=3)[:, :, :, 0, :]
+        where = xp.take_along_axis(flat[r0:r1], best, axis=3)                      # flat y * W + x
+        empty = ~inside[r0:r1].any(axis=3)[..., None]
+        output[r0:r1] = xp.where(empty, 0, value).transpose(0, 3, 1, 2)
+        argmax[r0:r1] = xp.where(empty, -1, where).transpose(0, 3, 1, 2)
+    return output, argmax
+
+
+def roi_pool_backward(grad_output, argmax, input_shape, rois=None):
+    """RoIPool backward: each bin's gradient goes to the one pixel that won its max (none for empty bins).
+
+    grad_output : R x C x oh x ow
+    argmax      : R x C x oh x ow int64 from ``roi_pool`` (flat ``y * W + x``, -1 for empty bins)
+    input_shape : ``(N, C, H, W)``
+    rois        : R x 5, needed only to know each RoI's image when N > 1
+    Returns N x C x H x W; pixels that win several bins (overlapping RoIs or caffe bins) add up.
+    """
+    N, C, H, W = _check_input_shape(input_shape)
+    grad_output = as_float_array(grad_output, "grad_output")
+    xp = backend.get_array_module(grad_output)
+    argmax = xp.asarray(argmax)
+    if argmax.dtype.kind not in "iu":
+        raise TypeError(f"argmax: expected integers, got dtype {argmax.dtype}")
+    check_ndim(argmax, "argmax", 4, "R x C x oh x ow")
+    if tuple(grad_output.shape) != tuple(argmax.shape) or argmax.shape[1] != C:
+        raise ValueError(f"grad_output: expected the shape of argmax {tuple(argmax.shape)} with C = {C}, "
+                         f"got {tuple(grad_output.shape)}")
+    check_finite(grad_output, "grad_output")
+    if argmax.size and bool(xp.any((argmax < -1) | (argmax >= H * W))):
+        raise ValueError(f"argmax: expected indices in [-1, {H * W}) (H * W = {H} * {W})")
+    R = argmax.shape[0]
+    if rois is None:
+        if N > 1 and R:
+            raise ValueError("rois: needed to know each RoI's image when input_shape has N > 1")
+        batch = xp.zeros(R, dtype=xp.int64)
+    else:
+        rois = _check_rois(rois, N, xp)
+        if rois.shape[0] != R:
+            raise ValueError(f"rois: expected {R} rows to match argmax, got {rois.shape[0]}")
+        batch = rois[:, 0].astype(xp.int64)
+    grad = xp.zeros(N * C * H * W, dtype=grad_output.dtype)
+    won = argmax >= 0
+    plane = (batch[:, None] * C + xp.arange(C)[None, :]) * (H * W)           # R x C: start of each channel
+    index = (plane[:, :, None, None] + argmax)[won]
+    backend.scatter_add(grad, index, grad_output[won])
+    return grad.reshape(N, C, H, W)
