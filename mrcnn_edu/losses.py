@@ -1,0 +1,343 @@
+"""Stage 5 of the lecture: the losses of Mask R-CNN, each with its gradient right beside it.
+
+Every function returns ``(loss, grad)``:
+
+* ``loss``: a 0-d array of the prediction's float dtype (an array of the prediction's shape for
+  ``reduction="none"``);
+* ``grad``: the derivative of ``loss`` with respect to the prediction (``pred`` or the logits), with the
+  prediction's shape. Targets and labels carry no gradient, as in the paper.
+
+The body of each function is split in two halves, ``# forward`` and ``# backward``, so the derivative can
+be read next to the formula it differentiates.
+
+==========================  ===============================================  ==========================
+loss                        used for                                         lecture slide
+==========================  ===============================================  ==========================
+``smooth_l1_loss``          box regression (RPN deltas, box-head deltas)     "smooth-L1"
+``softmax_cross_entropy``   box-head classification over K + 1 classes       "softmax cross-entropy"
+``binary_cross_entropy_``   RPN objectness                                   "object / not object"
+``with_logits``
+``sigmoid_mask_loss``       mask head: per-class sigmoid (Mask R-CNN)        "per-class sigmoid masks"
+``softmax_mask_loss``       mask head: per-pixel softmax (the ablation)      "softmax vs sigmoid masks"
+==========================  ===============================================  ==========================
+
+Semantics follow PyTorch (``torch.nn.functional``) and torchvision's ``maskrcnn_loss``, with one
+departure: a *mean* over zero elements is 0 here (PyTorch returns NaN), so an image without positive
+RoIs adds nothing to the total loss instead of poisoning it.
+"""
+from __future__ import annotations
+
+from . import backend
+from ._validate import as_float_array, check_finite, check_ndim
+
+__all__ = ["smooth_l1_loss", "softmax_cross_entropy", "binary_cross_entropy_with_logits",
+           "sigmoid_mask_loss", "softmax_mask_loss"]
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+# ----------------------------------------------------------------------------------------------------
+# input checks local to the losses
+# ----------------------------------------------------------------------------------------------------
+
+def _check_reduction(reduction):
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction: expected one of {REDUCTIONS}, got {reduction!r}")
+
+
+def _check_beta(beta):
+    try:
+        beta = float(beta)
+    except (TypeError, ValueError):
+        raise ValueError(f"beta: expected a finite number >= 0, got {beta!r}") from None
+    if not 0 <= beta < float("inf"):
+        raise ValueError(f"beta: expected a finite number >= 0, got {beta!r}")
+    return beta
+
+
+def _check_classes(logits, name):
+    """At least one class along axis 1 (a softmax over nothing has no value)."""
+    if logits.shape[1] == 0:
+        raise ValueError(f"{name}: expected at least one class along axis 1, got shape {tuple(logits.shape)}")
+
+
+def _float_input(a, name, xp, dtype=None):
+    """``a`` as a finite float array of ``xp`` (cast to ``dtype`` when given, e.g. a target to its prediction's)."""
+    a = as_float_array(a, name, xp)
+    if dtype is not None:
+        a = a.astype(dtype, copy=False)
+    check_finite(a, name)
+    return a
+
+
+def _check_same_shape(a, a_name, b, b_name):
+    if a.shape != b.shape:
+        raise ValueError(f"{b_name}: expected shape {tuple(a.shape)} to match {a_name}, got {tuple(b.shape)}")
+
+
+def _check_unit_interval(a, name):
+    """Targets are probabilities: a mask of 0/255 or a label of 2 is a bug, not a target."""
+    xp = backend.get_array_module(a)
+    if a.size and bool(xp.any((a < 0) | (a > 1))):
+        raise ValueError(f"{name}: expected values in [0, 1]")
+
+
+def _int_labels(labels, name, n, low, high, xp):
+    """``labels`` as a 1-D integer array of length ``n`` with every value in ``[low, high)``."""
+    labels = xp.asarray(labels)
+    if labels.size == 0 and labels.dtype.kind not in "iu":
+        labels = labels.astype(xp.int64)  # an empty Python list arrives as float64
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"{name}: expected integer class indices, got dtype {labels.dtype}")
+    check_ndim(labels, name, 1, f"{n} class indices (a 1-D array)")
+    if labels.shape[0] != n:
+        raise ValueError(f"{name}: expected {n} class indices, got {labels.shape[0]}")
+    if n and bool(xp.any((labels < low) | (labels >= high))):
+        raise ValueError(f"{name}: expected class indices in [{low}, {high - 1}], "
+                         f"got values in [{int(labels.min())}, {int(labels.max())}]")
+    return labels
+
+
+def _mean_scale(count, dtype, xp):
+    """``1 / count`` for a mean, and 0 for a mean over nothing (PyTorch gives NaN there)."""
+    return xp.asarray(1.0 / count if count else 0.0, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------------------------------
+# shared maths: elementwise BCE with logits, and softmax cross-entropy along axis 1
+# ----------------------------------------------------------------------------------------------------
+
+def _sigmoid(x, xp):
+    """Stable logistic function: ``exp`` only ever sees ``-|x|``, so it never overflows."""
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _bce_with_logits(x, t, xp):
+    """Elementwise BCE with logits and its derivative in ``x`` (same shape as ``x``).
+
+    loss = max(x, 0) - x t + log(1 + exp(-|x|))      (= -t log s - (1 - t) log(1 - s),  s = sigmoid(x))
+    dloss/dx = s - t
+    """
+    loss = xp.maximum(x, 0) - x * t + xp.log1p(xp.exp(-xp.abs(x)))
+    return loss, _sigmoid(x, xp) - t
+
+
+def _softmax_cross_entropy_sum(logits, target, xp):
+    """Softmax over axis 1 and the *summed* cross-entropy at ``target``, with its derivative.
+
+    logits : N x K (classification) or R x K x mh x mw (per-pixel mask softmax), float
+    target : the logits' shape without axis 1, integer class indices in [0, K)
+
+    log p   = z - log(sum_k exp(z_k)),   z = logits - max_k logits   (shifted: exp never overflows)
+    loss    = -sum over every position of log p[target]
+    dlogits = p - onehot(target)
+    """
+    z = logits - logits.max(axis=1, keepdims=True)
+    log_norm = xp.log(xp.exp(z).sum(axis=1, keepdims=True))
+    log_p = z - log_norm
+    target = xp.expand_dims(target, 1)
+    loss = -xp.take_along_axis(log_p, target, axis=1).sum()
+
+    classes = xp.arange(logits.shape[1]).reshape((1, -1) + (1,) * (logits.ndim - 2))
+    dlogits = xp.exp(log_p) - (classes == target).astype(logits.dtype)
+    return loss, dlogits
+
+
+# ----------------------------------------------------------------------------------------------------
+# the losses
+# ----------------------------------------------------------------------------------------------------
+
+def smooth_l1_loss(pred, target, beta=1.0, reduction="mean"):
+    """Smooth-L1 (Huber-like) loss of box-regression deltas, as ``torch.nn.functional.smooth_l1_loss``.
+
+    Lecture slide "smooth-L1" (beta = 1): ``0.5 x^2 if |x| < 1 else |x| - 0.5``, quadratic near 0 so
+    small errors get small gradients, linear far out so one bad box cannot dominate.
+
+    pred      : any shape, float32 or float64 (e.g. N x 4 deltas (dx, dy, dw, dh))
+    target    : pred's shape; cast to pred's dtype
+    beta      : float >= 0, where the quadratic part meets the linear one; ``beta == 0`` is the L1 loss
+    reduction : "mean" (over all elements; 0 for an empty input, where PyTorch gives NaN), "sum" or "none"
+
+    Maths, with x = pred - target:
+
+        forward   l(x)     = 0.5 x^2 / beta     if |x| < beta
+                           = |x| - 0.5 beta     otherwise
+        backward  dl/dx    = x / beta           if |x| < beta
+                           = sign(x)            otherwise (sign(0) = 0, as PyTorch)
+
+    "mean" divides both by the number of elements; the gradient for ``target`` is ``-grad``.
+
+    Returns ``(loss, grad)``: ``loss`` 0-d (pred's shape for "none"), ``grad`` pred's shape, pred's dtype.
+    """
+    xp = backend.get_array_module(pred, target)
+    pred = _float_input(pred, "pred", xp)
+    target = _float_input(target, "target", xp, dtype=pred.dtype)
+    _check_same_shape(pred, "pred", target, "target")
+    _check_reduction(reduction)
+    beta = _check_beta(beta)
+    # beta == 0 leaves no quadratic part (plain L1); dividing by 1 there only avoids a 0/0 nobody uses
+    quad_beta = beta if beta > 0 else 1.0
+
+    # forward
+    x = pred - target
+    abs_x = xp.abs(x)
+    inside = abs_x < beta
+    loss = xp.where(inside, 0.5 * x * x / quad_beta, abs_x - 0.5 * beta)
+
+    # backward
+    grad = xp.where(inside, x / quad_beta, xp.sign(x))
+    return _reduce(loss, grad, reduction, xp)
+
+
+def _reduce(loss, grad, reduction, xp):
+    """Apply ``reduction`` to an elementwise loss and its elementwise derivative."""
+    if reduction == "none":
+        return loss, grad
+    if reduction == "sum":
+        return xp.asarray(loss.sum(), dtype=loss.dtype), grad
+    scale = _mean_scale(loss.size, loss.dtype, xp)
+    return xp.asarray(loss.sum() * scale, dtype=loss.dtype), grad * scale
+
+
+def softmax_cross_entropy(logits, labels):
+    """Mean softmax cross-entropy of classification logits, as ``torch.nn.functional.cross_entropy``.
+
+    Lecture slide "softmax cross-entropy": the box head scores K classes (background = 0 included) and
+    pays ``-log p[label]``, with ``p = softmax(logits)``.
+
+    logits : N x K float32 or float64 (N RoIs or anchors, K classes)
+    labels : N integers in [0, K)
+
+    Maths, per row, with z the logits:
+
+        forward   loss = log(sum_k exp(z_k)) - z[label]          (computed after subtracting max_k z_k)
+        backward  dloss/dz = softmax(z) - onehot(label)
+
+    both divided by N (the mean). N == 0 gives loss 0 (PyTorch gives NaN) and an N x K zero gradient.
+
+    Returns ``(loss, dlogits)``: ``loss`` 0-d, ``dlogits`` N x K, the logits' dtype.
+    """
+    xp = backend.get_array_module(logits, labels)
+    logits = _float_input(logits, "logits", xp)
+    check_ndim(logits, "logits", 2, "N x K logits")
+    _check_classes(logits, "logits")
+    n, k = logits.shape
+    labels = _int_labels(labels, "labels", n, 0, k, xp)
+    scale = _mean_scale(n, logits.dtype, xp)
+
+    # forward and backward (shared with the softmax mask loss)
+    loss_sum, dlogits = _softmax_cross_entropy_sum(logits, labels, xp)
+    return xp.asarray(loss_sum * scale, dtype=logits.dtype), dlogits * scale
+
+
+def binary_cross_entropy_with_logits(logits, targets, reduction="mean"):
+    """Binary cross-entropy on raw scores, as ``torch.nn.functional.binary_cross_entropy_with_logits``.
+
+    Lecture slide "object / not object": the RPN objectness loss, one logit per sampled anchor.
+
+    logits    : any shape, float32 or float64 (e.g. A sampled anchors)
+    targets   : logits' shape, values in [0, 1] (1 object, 0 not object); cast to the logits' dtype
+    reduction : "mean" (0 for an empty input, where PyTorch gives NaN), "sum" or "none"
+
+    Maths, with x a logit, t its target and s = sigmoid(x):
+
+        forward   l = -t log s - (1 - t) log(1 - s)
+                    = max(x, 0) - x t + log(1 + exp(-|x|))        (the stable form: exp never overflows)
+        backward  dl/dx = s - t
+
+    "mean" divides both by the number of elements.
+
+    Returns ``(loss, dlogits)``: ``loss`` 0-d (logits' shape for "none"), ``dlogits`` logits' shape.
+    """
+    xp = backend.get_array_module(logits, targets)
+    logits = _float_input(logits, "logits", xp)
+    targets = _float_input(targets, "targets", xp, dtype=logits.dtype)
+    _check_same_shape(logits, "logits", targets, "targets")
+    _check_unit_interval(targets, "targets")
+    _check_reduction(reduction)
+
+    # forward and backward, elementwise
+    loss, grad = _bce_with_logits(logits, targets, xp)
+    return _reduce(loss, grad, reduction, xp)
+
+
+def _mask_inputs(mask_logits, labels, mask_targets):
+    """Validate the mask losses' inputs; returns them as arrays, and the array module."""
+    xp = backend.get_array_module(mask_logits, labels, mask_targets)
+    mask_logits = _float_input(mask_logits, "mask_logits", xp)
+    check_ndim(mask_logits, "mask_logits", 4, "R x K x m x m mask logits")
+    _check_classes(mask_logits, "mask_logits")
+    r, k, mh, mw = mask_logits.shape
+    labels = _int_labels(labels, "labels", r, 1, k, xp)
+    mask_targets = _float_input(mask_targets, "mask_targets", xp, dtype=mask_logits.dtype)
+    if mask_targets.shape != (r, mh, mw):
+        raise ValueError(f"mask_targets: expected shape {(r, mh, mw)} (R x m x m, as mask_logits), "
+                         f"got {tuple(mask_targets.shape)}")
+    _check_unit_interval(mask_targets, "mask_targets")
+    return mask_logits, labels, mask_targets, xp
+
+
+def sigmoid_mask_loss(mask_logits, labels, mask_targets):
+    """Mask R-CNN's mask loss: per-pixel sigmoid on each RoI's own class channel, as torchvision.
+
+    Lecture slide "per-class sigmoid masks": the mask head predicts K masks per RoI and only the one of
+    the RoI's class is trained, so classes do not compete for a pixel (the classification branch already
+    chose the class). torchvision's ``maskrcnn_loss`` computes
+    ``F.binary_cross_entropy_with_logits(mask_logits[arange(R), labels], mask_targets)``.
+
+    mask_logits  : R x K x m x m float32 or float64 (R positive RoIs, K classes, background = channel 0)
+    labels       : R integers in [1, K), the class of each RoI
+    mask_targets : R x m x m floats in [0, 1], the ground-truth mask cropped to each RoI
+
+    Maths, with x = mask_logits[r, labels[r], i, j], t = mask_targets[r, i, j] and s = sigmoid(x):
+
+        forward   loss = 1 / (R m m) * sum_{r, i, j} max(x, 0) - x t + log(1 + exp(-|x|))
+        backward  dloss/dx = (s - t) / (R m m)     on channel labels[r] of RoI r
+                           = 0                      on the other K - 1 channels
+
+    R == 0 gives loss 0 and a zero gradient (torchvision returns ``mask_logits.sum() * 0``).
+
+    Returns ``(loss, dmask_logits)``: ``loss`` 0-d, ``dmask_logits`` R x K x m x m, mask_logits' dtype.
+    """
+    mask_logits, labels, mask_targets, xp = _mask_inputs(mask_logits, labels, mask_targets)
+    rois = xp.arange(mask_logits.shape[0])
+    scale = _mean_scale(mask_targets.size, mask_logits.dtype, xp)
+
+    # forward: pick each RoI's own channel, R x m x m
+    loss, grad_own = _bce_with_logits(mask_logits[rois, labels], mask_targets, xp)
+
+    # backward: the picked channel gets s - t, the others nothing (each (r, label) is hit once: no scatter-add)
+    dmask_logits = xp.zeros_like(mask_logits)
+    dmask_logits[rois, labels] = grad_own * scale
+    return xp.asarray(loss.sum() * scale, dtype=mask_logits.dtype), dmask_logits
+
+
+def softmax_mask_loss(mask_logits, labels, mask_targets):
+    """The mask loss Mask R-CNN replaced: a per-pixel softmax over all K channels (the paper's ablation).
+
+    Lecture slide "softmax vs sigmoid masks": here the K masks of a RoI compete for each pixel, as in an
+    FCN for semantic segmentation. A pixel inside the object (``mask_targets >= 0.5``) is of the RoI's
+    class, any other pixel of class 0 (background). The paper measured 5.5 mask AP less than the sigmoid.
+
+    mask_logits  : R x K x m x m float32 or float64 (background = channel 0)
+    labels       : R integers in [1, K), the class of each RoI
+    mask_targets : R x m x m floats in [0, 1]
+
+    Maths, with z = mask_logits[r, :, i, j] and c = labels[r] if mask_targets[r, i, j] >= 0.5 else 0:
+
+        forward   loss = 1 / (R m m) * sum_{r, i, j} log(sum_k exp(z_k)) - z_c
+        backward  dloss/dz = (softmax(z) - onehot(c)) / (R m m)     on every channel
+
+    R == 0 gives loss 0 and a zero gradient.
+
+    Returns ``(loss, dmask_logits)``: ``loss`` 0-d, ``dmask_logits`` R x K x m x m, mask_logits' dtype.
+    """
+    mask_logits, labels, mask_targets, xp = _mask_inputs(mask_logits, labels, mask_targets)
+    scale = _mean_scale(mask_targets.size, mask_logits.dtype, xp)
+    # the per-pixel class: the RoI's label inside the object, background outside; R x m x m
+    pixel_class = xp.where(mask_targets >= 0.5, labels[:, None, None], 0)
+
+    # forward and backward (shared with softmax_cross_entropy, softmax along axis 1 = the K channels)
+    loss_sum, dmask_logits = _softmax_cross_entropy_sum(mask_logits, pixel_class, xp)
+    return xp.asarray(loss_sum * scale, dtype=mask_logits.dtype), dmask_logits * scale
