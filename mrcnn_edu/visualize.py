@@ -1,0 +1,157 @@
+"""Figures of the lecture's stages (host-only: everything is moved to NumPy with ``backend.to_host``).
+
+Each function draws one stage onto a new matplotlib figure and returns it; ``save`` writes it as PNG.
+The stage functions themselves live in the library; nothing here recomputes them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files, never a window: the demo and the tests run headless
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+from . import backend  # noqa: E402
+
+__all__ = ["draw_boxes", "anchors_figure", "iou_figure", "rpn_labels_figure", "nms_figure", "roi_figure",
+           "smooth_l1_figure", "save"]
+
+LABEL_COLOURS = {1: "tab:green", 0: "tab:red", -1: "0.7"}
+
+
+def _host(a):
+    return np.asarray(backend.to_host(a))
+
+
+def draw_boxes(ax, boxes, colour="tab:blue", linewidth=1.0, alpha=1.0, labels=None):
+    """Draw ``N x 4`` boxes ``(x1, y1, x2, y2)`` on an axes whose y axis points down (image convention)."""
+    for i, (x1, y1, x2, y2) in enumerate(_host(boxes)):
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linewidth=linewidth,
+                               alpha=alpha))
+        if labels is not None:
+            ax.text(x1, y1, labels[i], color=colour, fontsize=7, va="bottom")
+
+
+def _image_axes(ax, height, width, title):
+    ax.set_xlim(-0.5 * width, 1.5 * width)
+    ax.set_ylim(1.5 * height, -0.5 * height)
+    ax.add_patch(Rectangle((0, 0), width, height, fill=True, facecolor="0.95", edgecolor="k"))
+    ax.set_aspect("equal")
+    ax.set_title(title, fontsize=10)
+
+
+def anchors_figure(anchors, image_size, stride, k):
+    """Left: the k anchors of the centre cell. Right: the grid of anchor positions (one dot per cell)."""
+    anchors = _host(anchors)
+    height, width = image_size
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    cells = len(anchors) // k
+    centre_cell = (cells // 2) // 1
+    _image_axes(left, height, width, f"the k = {k} anchors of one cell")
+    draw_boxes(left, anchors[centre_cell * k:(centre_cell + 1) * k], colour="tab:blue")
+    _image_axes(right, height, width, f"{cells} cells x {k} = {len(anchors)} anchors (stride {stride})")
+    centres = (anchors[::k, :2] + anchors[::k, 2:]) / 2
+    right.plot(centres[:, 0], centres[:, 1], ".", markersize=2, color="tab:blue")
+    outside = ((anchors[:, 0] < 0) | (anchors[:, 1] < 0) | (anchors[:, 2] > width) | (anchors[:, 3] > height)).mean()
+    right.set_xlabel(f"{outside:.0%} of the anchors reach outside the image")
+    fig.tight_layout()
+    return fig
+
+
+def iou_figure(box_a, box_b, iou):
+    """Two boxes, their intersection shaded, and the IoU in the title."""
+    a, b = _host(box_a).reshape(4), _host(box_b).reshape(4)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    draw_boxes(ax, [a], "tab:blue", 2)
+    draw_boxes(ax, [b], "tab:orange", 2)
+    ix1, iy1, ix2, iy2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    if ix2 > ix1 and iy2 > iy1:
+        ax.add_patch(Rectangle((ix1, iy1), ix2 - ix1, iy2 - iy1, color="tab:purple", alpha=0.3))
+    lo, hi = min(a[0], b[0], a[1], b[1]) - 10, max(a[2], b[2], a[3], b[3]) + 10
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(hi, lo)
+    ax.set_aspect("equal")
+    ax.set_title(f"IoU = intersection / union = {float(iou):.3f}", fontsize=10)
+    return fig
+
+
+def rpn_labels_figure(image_size, gt_boxes, anchors, labels):
+    """Ground truth (black) and the anchors the RPN sampler picked: object (green) and not object (red)."""
+    anchors, labels = _host(anchors), _host(labels)
+    height, width = image_size
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    _image_axes(ax, height, width, "RPN labels: object (IoU >= 0.7 or best) / not object (IoU < 0.3)")
+    negatives = np.flatnonzero(labels == 0)
+    negatives = negatives[np.linspace(0, len(negatives) - 1, min(40, len(negatives))).astype(int)]  # all would hide the picture
+    draw_boxes(ax, anchors[negatives], LABEL_COLOURS[0], 0.6, 0.5)
+    draw_boxes(ax, anchors[labels == 1], LABEL_COLOURS[1], 1.2)
+    draw_boxes(ax, gt_boxes, "k", 2.5)
+    ax.set_xlabel(f"sampled: {(labels == 1).sum()} object, {(labels == 0).sum()} not object "
+                  f"(40 drawn), {(labels == -1).sum()} ignored")
+    return fig
+
+
+def nms_figure(image_size, boxes, scores, keep):
+    """Proposals before NMS (left, darker = higher score) and the ones NMS keeps (right)."""
+    boxes, scores, keep = _host(boxes), _host(scores), _host(keep)
+    height, width = image_size
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.8))
+    _image_axes(left, height, width, f"before NMS: {len(boxes)} boxes")
+    shade = (scores - scores.min()) / max(np.ptp(scores), 1e-12)
+    for box, s in zip(boxes, shade):
+        draw_boxes(left, [box], plt.cm.viridis(s), 0.8)
+    _image_axes(right, height, width, f"after NMS (IoU > 0.7 suppressed): {len(keep)} boxes")
+    draw_boxes(right, boxes[keep], "tab:green", 1.5, labels=[f"{scores[i]:.2f}" for i in keep])
+    fig.tight_layout()
+    return fig
+
+
+def roi_figure(feature_map, roi, pool_out, align_out, sample_points):
+    """The lecture's 8 x 8 map with one RoI: RoIPool's output next to RoIAlign's and its sample points."""
+    fmap = _host(feature_map)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.3))
+    axes[0].imshow(fmap, cmap="viridis", extent=(0, fmap.shape[1], fmap.shape[0], 0))
+    x1, y1, x2, y2 = roi
+    axes[0].add_patch(Rectangle((x1, y1), x2 - x1 + 1, y2 - y1 + 1, fill=False, edgecolor="r", linewidth=2))
+    pts = _host(sample_points)
+    axes[0].plot(pts[:, 0] + 0.5, pts[:, 1] + 0.5, "w.", markersize=4)
+    axes[0].set_title("feature map, RoI (red), RoIAlign samples (white)", fontsize=9)
+    for ax, out, name in ((axes[1], pool_out, "RoIPool (quantized bins, max)"),
+                          (axes[2], align_out, "RoIAlign (bilinear samples, mean)")):
+        out = _host(out)
+        ax.imshow(out, cmap="viridis", vmin=fmap.min(), vmax=fmap.max())
+        for (i, j), v in np.ndenumerate(out):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w", fontsize=11)
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return fig
+
+
+def smooth_l1_figure(x, smooth, grad):
+    """Smooth-L1 against L2/2 and L1, and its gradient: quadratic near 0, linear (bounded gradient) beyond 1."""
+    x, smooth, grad = _host(x), _host(smooth), _host(grad)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    left.plot(x, smooth, label="smooth-L1", linewidth=2)
+    left.plot(x, 0.5 * x ** 2, "--", label="0.5 x^2")
+    left.plot(x, np.abs(x), ":", label="|x|")
+    left.set_ylim(0, 3)
+    left.legend()
+    left.set_title("loss", fontsize=10)
+    right.plot(x, grad, linewidth=2)
+    right.set_title("gradient: bounded by 1, so outliers do not explode", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def save(fig, path):
+    """Write ``fig`` as a PNG (folders created) and close it; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
