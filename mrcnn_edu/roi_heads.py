@@ -1,0 +1,168 @@
+"""Lecture stages 3 and 7, the training targets of the second stage: which proposals the box head learns
+from, what it must predict, and the mask each RoI must draw.
+
+    proposals (P0 x 4) + gt boxes  ->  box_head_targets  ->  512 RoIs, a quarter of them foreground,
+                                                              their classes and (10, 10, 5, 5) deltas
+    class logits, 4K deltas        ->  fast_rcnn_loss    ->  softmax CE + smooth-L1 of the own class
+    gt masks, positive RoIs        ->  mask_targets      ->  R x m x m crops (RoIAlign of the masks)
+
+Everything follows torchvision's ``models/detection/roi_heads.py`` (``select_training_samples``,
+``fastrcnn_loss``, ``project_masks_on_boxes``), vectorized: no loop over RoIs or boxes. Boxes are
+``(x1, y1, x2, y2)`` in continuous pixel coordinates. Shapes: P0 proposals, P sampled RoIs, G ground-truth
+boxes, K classes counting the background as class 0, R positive RoIs, m the mask size.
+"""
+from __future__ import annotations
+
+from . import backend
+from ._validate import as_float_array, check_boxes, check_finite, check_ndim, pair
+from .boxes import box_encode, box_iou
+from .losses import smooth_l1_loss, softmax_cross_entropy
+from .roi import roi_align
+from .rpn import BETWEEN_THRESHOLDS, BELOW_LOW_THRESHOLD, BOX_BETA, match_by_iou, sample_balanced
+
+__all__ = ["BOX_HEAD_WEIGHTS", "box_head_targets", "fast_rcnn_loss", "mask_targets"]
+
+BOX_HEAD_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # torchvision's box-head BoxCoder weights
+
+
+def _int_array(a, name, n, xp):
+    """``a`` as a 1-D integer array of length ``n`` (an empty list is accepted as int64)."""
+    a = xp.asarray(a)
+    if a.size == 0 and a.dtype.kind not in "iu":
+        a = a.astype(xp.int64)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"{name}: expected integers, got dtype {a.dtype}")
+    check_ndim(a, name, 1, f"{n} integers (a 1-D array)")
+    if a.shape[0] != n:
+        raise ValueError(f"{name}: expected {n} entries, got {a.shape[0]}")
+    return a.astype(xp.int64, copy=False)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sampling RoIs for the box head (slide "Fast R-CNN mini-batch: 25% foreground, IoU >= 0.5").
+
+def box_head_targets(proposals, gt_boxes, gt_labels, rng, batch_size_per_image=512, positive_fraction=0.25,
+                     fg_iou=0.5, bg_iou=0.5, weights=BOX_HEAD_WEIGHTS):
+    """The box head's mini-batch of ONE image, as torchvision ``RoIHeads.select_training_samples``.
+
+    proposals : P0 x 4 float (x1, y1, x2, y2), the RPN's proposals (no gradient)
+    gt_boxes  : G x 4 float (x1, y1, x2, y2); G may be 0 (a background image)
+    gt_labels : G int, classes in [1, K) (0 is the background)
+    rng       : random generator of the backend (``numpy.random.Generator`` on NumPy)
+    Steps: append the ground-truth boxes to the proposals (so that every object has a perfect RoI);
+    match by IoU (>= fg_iou foreground, < bg_iou background, in between ignored; no low-quality rule);
+    label each foreground RoI with its ground truth's class and the background 0; sample at most
+    ``batch_size_per_image`` RoIs with at most ``positive_fraction`` of them foreground; encode the
+    matched ground truth relative to each sampled RoI with ``weights``.
+    Returns ``(rois, labels, regression_targets, matched_gt_index)``, kept in proposal order
+    (proposals first, then the appended ground truth):
+      rois               : P x 4 float (dtype of ``proposals``)
+      labels             : P int64, class of the matched ground truth or 0
+      regression_targets : P x 4 float, ``box_encode(roi, matched gt, weights)`` (only the foreground
+                           enters the loss; zeros for an image without ground truth)
+      matched_gt_index   : P int64 in [0, G), 0 for background RoIs (as torchvision's clamp)
+    """
+    proposals = check_boxes(proposals, "proposals")
+    xp = backend.get_array_module(proposals)
+    gt_boxes = check_boxes(gt_boxes, "gt_boxes", xp).astype(proposals.dtype, copy=False)
+    gt_labels = _int_array(gt_labels, "gt_labels", gt_boxes.shape[0], xp)
+    if gt_labels.size and bool((gt_labels < 1).any()):
+        raise ValueError("gt_labels: expected classes >= 1 (0 is the background)")
+    boxes = xp.concatenate([proposals, gt_boxes], axis=0)
+    matched, labels = _label_proposals(boxes, gt_boxes, gt_labels, fg_iou, bg_iou)
+    pos, neg = sample_balanced(labels, rng, batch_size_per_image, positive_fraction)
+    sampled = xp.nonzero(pos | neg)[0]  # in proposal order, as torchvision's torch.where(pos | neg)
+    rois, labels, matched = boxes[sampled], labels[sampled], matched[sampled]
+    if gt_boxes.shape[0] == 0:
+        return rois, labels, xp.zeros_like(rois), matched
+    return rois, labels, box_encode(rois, gt_boxes[matched], weights), matched
+
+
+def _label_proposals(boxes, gt_boxes, gt_labels, fg_iou, bg_iou):
+    """Clamped matched index (P0 + G int64) and labels (class, 0 background, -1 ignored) of every box."""
+    xp = backend.get_array_module(boxes)
+    if gt_boxes.shape[0] == 0:
+        zeros = xp.zeros((boxes.shape[0],), dtype=xp.int64)
+        return zeros, zeros.copy()
+    matches = match_by_iou(box_iou(gt_boxes, boxes), fg_iou, bg_iou, allow_low_quality=False)
+    matched = xp.maximum(matches, 0)
+    labels = xp.where(matches == BELOW_LOW_THRESHOLD, 0,
+                      xp.where(matches == BETWEEN_THRESHOLDS, -1, gt_labels[matched])).astype(xp.int64)
+    return matched, labels
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The box head's loss (slide "Fast R-CNN multi-task loss: K+1 softmax, class-specific boxes").
+
+def fast_rcnn_loss(class_logits, box_regression, labels, regression_targets):
+    """Classification and box losses of the box head, with their gradients (torchvision ``fastrcnn_loss``).
+
+    class_logits       : P x K float, K classes including the background 0
+    box_regression     : P x 4K float, deltas (dx, dy, dw, dh) for every class, class k in columns 4k..4k+3
+    labels             : P int, classes in [0, K)
+    regression_targets : P x 4 float, target deltas (used for labels > 0)
+    Returns ``(loss_cls, loss_box, dclass_logits, dbox_regression)``:
+      loss_cls = mean over the P RoIs of softmax cross-entropy
+      loss_box = sum over foreground RoIs of smooth-L1(own class's deltas - targets, beta=1/9) / P
+    Only the 4 columns of each foreground RoI's own class receive a box gradient. P == 0 gives zero losses
+    (torchvision would return NaN).
+    """
+    class_logits = as_float_array(class_logits, "class_logits")
+    xp = backend.get_array_module(class_logits)
+    box_regression = as_float_array(box_regression, "box_regression", xp)
+    regression_targets = as_float_array(regression_targets, "regression_targets", xp)
+    check_ndim(class_logits, "class_logits", 2, "P x K logits")
+    num_rois, num_classes = class_logits.shape
+    if tuple(box_regression.shape) != (num_rois, 4 * num_classes):
+        raise ValueError(f"box_regression: expected shape {(num_rois, 4 * num_classes)} (P x 4K), "
+                         f"got {tuple(box_regression.shape)}")
+    if tuple(regression_targets.shape) != (num_rois, 4):
+        raise ValueError(f"regression_targets: expected shape {(num_rois, 4)}, got {tuple(regression_targets.shape)}")
+    check_finite(box_regression, "box_regression")
+    check_finite(regression_targets, "regression_targets")
+    labels = _int_array(labels, "labels", num_rois, xp)
+
+    loss_cls, dclass_logits = softmax_cross_entropy(class_logits, labels)
+    deltas = box_regression.reshape(num_rois, num_classes, 4)
+    ddeltas = xp.zeros_like(deltas)
+    positive = xp.nonzero(labels > 0)[0]
+    loss_box = xp.zeros((), dtype=class_logits.dtype)
+    if positive.shape[0]:
+        own = labels[positive]
+        box_sum, grad = smooth_l1_loss(deltas[positive, own], regression_targets[positive], beta=BOX_BETA,
+                                       reduction="sum")
+        loss_box = xp.asarray(box_sum / num_rois, dtype=class_logits.dtype)
+        ddeltas[positive, own] = grad / num_rois  # each (RoI, class) pair once: plain assignment is safe
+    return loss_cls, loss_box, dclass_logits, ddeltas.reshape(num_rois, 4 * num_classes)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Mask targets (slide "mask target: the ground-truth mask cropped to the RoI, m x m").
+
+def mask_targets(gt_masks, proposals, matched_gt_index, m):
+    """Each RoI's ground-truth mask cropped and resized to m x m (torchvision ``project_masks_on_boxes``).
+
+    gt_masks         : G x H x W bool or float, the image's instance masks (1 inside the object)
+    proposals        : R x 4 float (x1, y1, x2, y2) in image pixels, the positive RoIs
+    matched_gt_index : R int, the ground truth of each RoI, in [0, G)
+    m                : int, the mask head's output size (28 in the paper)
+    Returns R x m x m float (dtype of ``proposals``): RoIAlign of the mask, seen as a G x 1 x H x W feature
+    map, with RoIs (matched index, box), spatial scale 1, adaptive sampling, aligned=False. Values lie in
+    [0, 1]; the mask loss thresholds nothing, it trains on these soft values.
+    """
+    proposals = check_boxes(proposals, "proposals")
+    xp = backend.get_array_module(proposals)
+    gt_masks = xp.asarray(gt_masks)
+    check_ndim(gt_masks, "gt_masks", 3, "G x H x W masks")
+    if gt_masks.dtype.kind not in "biuf":
+        raise TypeError(f"gt_masks: expected bool or numeric masks, got dtype {gt_masks.dtype}")
+    maps = gt_masks.astype(proposals.dtype)[:, None]
+    check_finite(maps, "gt_masks")
+    index = _int_array(matched_gt_index, "matched_gt_index", proposals.shape[0], xp)
+    if index.size and bool(((index < 0) | (index >= gt_masks.shape[0])).any()):
+        raise ValueError(f"matched_gt_index: expected indices in [0, {gt_masks.shape[0]})")
+    size = pair(m, "m")
+    if proposals.shape[0] == 0:
+        return xp.zeros((0,) + size, dtype=proposals.dtype)
+    rois = xp.concatenate([index[:, None].astype(proposals.dtype), proposals], axis=1)
+    return roi_align(maps, rois, size, spatial_scale=1.0, sampling_ratio=-1, aligned=False)[:, 0]
