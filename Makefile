@@ -1,0 +1,18 @@
+# Thin wrappers: every target calls tasks.py, which does the work (and runs on machines without make).
+# Extra arguments: make test ARGS="-k roi"
+PYTHON ?= python3
+ARGS ?=
+
+.PHONY: demo test oracle bench
+
+demo:
+	$(PYTHON) tasks.py demo $(ARGS)
+
+test:
+	$(PYTHON) tasks.py test $(ARGS)
+
+oracle:
+	$(PYTHON) tasks.py oracle $(ARGS)
+
+bench:
+	$(PYTHON) tasks.py bench $(ARGS)
