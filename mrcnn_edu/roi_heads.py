@@ -165,4 +165,6 @@ def mask_targets(gt_masks, proposals, matched_gt_index, m):
     if proposals.shape[0] == 0:
         return xp.zeros((0,) + size, dtype=proposals.dtype)
     rois = xp.concatenate([index[:, None].astype(proposals.dtype), proposals], axis=1)
-    return roi_align(maps, rois, size, spatial_scale=1.0, sampling_ratio=-1, aligned=False)[:, 0]
+    targets = roi_align(maps, rois, size, spatial_scale=1.0, sampling_ratio=-1, aligned=False)[:, 0]
+    # bilinear weights sum to 1 only up to rounding: 1 + 1 ulp would fail the mask loss's [0, 1] check
+    return xp.clip(targets, 0, 1)

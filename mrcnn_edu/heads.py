@@ -1,0 +1,97 @@
+"""Stage 7 of the lecture: the heads that run on every RoI, and pasting masks back into the image.
+
+Shapes: R RoIs, C channels of the RoI features, K classes counting the background as class 0, D detections.
+
+* ``BoxHead`` (slide "Mask Head on Faster R-CNN: fully connected branch"): RoIAlign 7 x 7 features ->
+  flatten -> fc -> ReLU -> fc -> ReLU, then two linear layers side by side: ``K`` class logits (the K + 1
+  softmax of the slide, background included) and ``4 K`` class-specific deltas ``t^k``.
+* ``MaskHead`` (slides "Mask Head: FCN", "K (m x m) sigmoid outputs"): RoIAlign 14 x 14 features -> a few
+  3 x 3 convs -> a 2 x 2 stride-2 transposed conv to 28 x 28 -> a 1 x 1 conv to K mask logits per pixel.
+  Each class has its own mask; the loss reads only the RoI's own class (``losses.sigmoid_mask_loss``).
+* ``paste_masks`` (slide "RoI-Align Paste Back"): each detection's m x m mask is resampled into its box in
+  the full image. That is RoIAlign once more, with the roles swapped: the mask is the feature map and the
+  whole image is the RoI, one bilinear sample per image pixel.
+"""
+from __future__ import annotations
+
+from . import backend
+from .nn import Conv2d, ConvTranspose2d, Flatten, Linear, Module, ReLU, Sequential
+from .roi import roi_align
+
+__all__ = ["BoxHead", "MaskHead", "paste_masks"]
+
+
+class BoxHead(Module):
+    """Two fc layers on the flattened RoI features, then class logits and class-specific box deltas.
+
+    forward(features R x C x p x p) -> (class_logits R x K, box_deltas R x 4K)
+    backward((dclass_logits, dbox_deltas)) -> dfeatures R x C x p x p
+    """
+
+    def __init__(self, in_channels, pool_size, hidden, num_classes, *, rng):
+        super().__init__()
+        self.trunk = Sequential(Flatten(), Linear(in_channels * pool_size * pool_size, hidden, rng=rng), ReLU(),
+                                Linear(hidden, hidden, rng=rng), ReLU())
+        self.cls_score = Linear(hidden, num_classes, rng=rng)
+        self.bbox_pred = Linear(hidden, 4 * num_classes, rng=rng)
+        # small final layers, as torchvision/Detectron: the first predictions are near "all background, no shift"
+        self.cls_score.params["weight"] *= 0.01 / self.cls_score.params["weight"].std()
+        self.bbox_pred.params["weight"] *= 0.001 / self.bbox_pred.params["weight"].std()
+
+    def forward(self, features):
+        h = self.trunk.forward(features)
+        return self.cls_score.forward(h), self.bbox_pred.forward(h)
+
+    def backward(self, grads):
+        dlogits, ddeltas = grads
+        dh = self.cls_score.backward(dlogits) + self.bbox_pred.backward(ddeltas)
+        return self.trunk.backward(dh)
+
+
+class MaskHead(Module):
+    """A small FCN on 14 x 14 RoI features: ``num_convs`` 3 x 3 convs, 2x up-convolution, 1 x 1 to K logits.
+
+    forward(features R x C x 14 x 14) -> mask_logits R x K x 28 x 28
+    backward(dmask_logits) -> dfeatures
+    """
+
+    def __init__(self, in_channels, channels, num_convs, num_classes, *, rng):
+        super().__init__()
+        layers, c = [], in_channels
+        for _ in range(num_convs):
+            layers += [Conv2d(c, channels, 3, padding=1, rng=rng), ReLU()]
+            c = channels
+        layers += [ConvTranspose2d(c, channels, 2, stride=2, rng=rng), ReLU(),
+                   Conv2d(channels, num_classes, 1, rng=rng)]
+        self.fcn = Sequential(*layers)
+
+    def forward(self, features):
+        return self.fcn.forward(features)
+
+    def backward(self, dmask_logits):
+        return self.fcn.backward(dmask_logits)
+
+
+def paste_masks(masks, boxes, image_size):
+    """Resample each detection's mask into its box in the image (slide "RoI-Align Paste Back").
+
+    masks      : D x m x m float probabilities (the predicted class's channel, after the sigmoid)
+    boxes      : D x 4 float ``(x1, y1, x2, y2)`` in image pixels
+    image_size : ``(H, W)``
+    Returns D x H x W float: image pixel ``(y, x)`` reads the mask bilinearly at
+    ``u = (x + 0.5 - x1) / (x2 - x1) * m - 0.5`` (and ``v`` likewise), pixel centres to pixel centres;
+    pixels more than a mask pixel outside the box read 0. Threshold at 0.5 for binary masks.
+    Written as ``roi_align(masks, rois, (H, W), sampling_ratio=1, aligned=True)`` with, per mask, the RoI
+    that the whole image covers in that mask's coordinates: one sample per output pixel, at its centre.
+    """
+    xp = backend.get_array_module(masks)
+    H, W = image_size
+    D, m = masks.shape[0], masks.shape[-1]
+    if D == 0:
+        return xp.zeros((0, H, W), dtype=masks.dtype)
+    boxes = boxes.astype(masks.dtype)
+    sx = m / xp.maximum(boxes[:, 2] - boxes[:, 0], 1e-6)   # mask pixels per image pixel
+    sy = m / xp.maximum(boxes[:, 3] - boxes[:, 1], 1e-6)
+    rois = xp.stack([xp.arange(D, dtype=masks.dtype), -boxes[:, 0] * sx, -boxes[:, 1] * sy,
+                     (W - boxes[:, 0]) * sx, (H - boxes[:, 1]) * sy], axis=1)
+    return roi_align(masks[:, None], rois, (H, W), 1.0, sampling_ratio=1, aligned=True)[:, 0]

@@ -1,0 +1,318 @@
+"""Stage 8 of the lecture: the whole Mask R-CNN, forward, loss and hand-written backward, and inference.
+
+    image -> Backbone -> C3 (stride 8), C4 (stride 16)
+          C4 -> RPNHead -> objectness, deltas on the anchors -> proposals (no gradient)
+          C3, C4 -> FPN-lite -> P3 (stride 8)
+          P3, proposals -> RoIAlign 7 x 7 -> BoxHead -> K + 1 softmax, class-specific deltas
+          P3, positive proposals -> RoIAlign 14 x 14 -> MaskHead -> K masks of 28 x 28
+    L = L_cls + L_box + L_mask + L_rpn_objectness + L_rpn_box     (slide "One net, four losses", + mask)
+
+The backward runs the same graph in reverse: each head hands back the gradient of its RoI features,
+``roi_align_backward`` scatters it onto P3, the FPN splits it between C3 and C4, the RPN head adds its
+own gradient to C4, and the backbone takes both. Anchor labels, proposals and sampled RoIs carry no
+gradient, as in the paper.
+
+Sizes are chosen for 128 x 128 shapes images (objects 40 to 64 px): an 8 x 8 anchor grid at stride 16 with
+anchors of 40, 56 and 72 px centred in their cells, and P3 at stride 8 for the heads, so masks and boxes see
+16 x 16 features rather than 8 x 8. Everything is a field of ``ModelConfig``.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from . import backend
+from .anchors import generate_anchors
+from .boxes import batched_nms, box_decode, clip_boxes_to_image, remove_small_boxes
+from .heads import BoxHead, MaskHead, paste_masks
+from .losses import sigmoid_mask_loss
+from .nn import Conv2d, GroupNorm, Module, ReLU, Sequential, UpsampleNearest2x
+from .roi import roi_align, roi_align_backward
+from .roi_heads import box_head_targets, fast_rcnn_loss, mask_targets
+from .rpn import generate_proposals, rpn_loss, rpn_targets
+
+__all__ = ["ModelConfig", "MaskRCNN"]
+
+BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+
+
+@dataclass
+class ModelConfig:
+    """Every size and threshold of the model (saved in checkpoints as JSON)."""
+    num_classes: int = 4                      # K, background included
+    image_size: int = 128                     # images are resized and padded to this square
+    channels: tuple = (16, 32, 64, 128)       # backbone widths at strides 2, 4, 8, 16
+    groups: int = 8                           # GroupNorm groups
+    fpn_channels: int = 64                    # P3
+    anchor_sizes: tuple = (40.0, 56.0, 72.0)
+    anchor_ratios: tuple = (1.0,)
+    anchor_offset: float = 0.5                # centre anchors in their cells
+    rpn_batch: int = 256
+    rpn_positive_fraction: float = 0.5
+    rpn_pre_nms: int = 1000
+    rpn_post_nms_train: int = 64
+    rpn_post_nms_test: int = 32
+    rpn_nms: float = 0.7
+    roi_batch: int = 64                       # RoIs sampled per image for the box head
+    roi_positive_fraction: float = 0.25
+    box_pool: int = 7
+    box_hidden: int = 256
+    mask_pool: int = 14
+    mask_channels: int = 64
+    mask_convs: int = 2
+    sampling_ratio: int = 2
+    score_threshold: float = 0.05
+    detection_nms: float = 0.5
+    detections_per_image: int = 20
+    pixel_mean: tuple = field(default=(0.5, 0.5, 0.5))
+    pixel_std: tuple = field(default=(0.25, 0.25, 0.25))
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def _conv_block(c_in, c_out, stride, groups, rng):
+    return [Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False, rng=rng), GroupNorm(groups, c_out),
+            ReLU()]
+
+
+class Backbone(Module):
+    """Four stride-2 stages of 3 x 3 conv + GroupNorm + ReLU (two convs from stage 2 on): C3 and C4 out."""
+
+    def __init__(self, channels, groups, *, rng):
+        super().__init__()
+        c1, c2, c3, c4 = channels
+        g = lambda c: min(groups, c)  # noqa: E731
+        self.stage1 = Sequential(*_conv_block(3, c1, 2, g(c1), rng))
+        self.stage2 = Sequential(*_conv_block(c1, c2, 2, g(c2), rng), *_conv_block(c2, c2, 1, g(c2), rng))
+        self.stage3 = Sequential(*_conv_block(c2, c3, 2, g(c3), rng), *_conv_block(c3, c3, 1, g(c3), rng))
+        self.stage4 = Sequential(*_conv_block(c3, c4, 2, g(c4), rng), *_conv_block(c4, c4, 1, g(c4), rng))
+
+    def forward(self, x):
+        c3 = self.stage3.forward(self.stage2.forward(self.stage1.forward(x)))
+        return c3, self.stage4.forward(c3)
+
+    def backward(self, grads):
+        dc3, dc4 = grads
+        dc3 = dc3 + self.stage4.backward(dc4)
+        return self.stage1.backward(self.stage2.backward(self.stage3.backward(dc3)))
+
+
+class FPNLite(Module):
+    """One top-down step of a feature pyramid: P3 = conv3x3(lateral(C3) + upsample2x(lateral(C4)))."""
+
+    def __init__(self, c3, c4, out, *, rng):
+        super().__init__()
+        self.lateral3 = Conv2d(c3, out, 1, rng=rng)
+        self.lateral4 = Conv2d(c4, out, 1, rng=rng)
+        self.up = UpsampleNearest2x()
+        self.smooth = Sequential(Conv2d(out, out, 3, padding=1, rng=rng), ReLU())
+
+    def forward(self, feats):
+        c3, c4 = feats
+        return self.smooth.forward(self.lateral3.forward(c3) + self.up.forward(self.lateral4.forward(c4)))
+
+    def backward(self, dp3):
+        d = self.smooth.backward(dp3)
+        return self.lateral3.backward(d), self.lateral4.backward(self.up.backward(d))
+
+
+class RPNHead(Module):
+    """3 x 3 conv + ReLU, then 1 x 1 convs to k objectness logits and 4k deltas per cell (slide "RPN").
+
+    forward(C4 N x C x h x w) -> (objectness N x A, deltas N x A x 4), A = h w k in the anchors' order
+    (cell by cell, row-major, the k anchors of a cell together).
+    """
+
+    def __init__(self, channels, k, *, rng):
+        super().__init__()
+        self.k = k
+        self.conv = Sequential(Conv2d(channels, channels, 3, padding=1, rng=rng), ReLU())
+        self.cls_logits = Conv2d(channels, k, 1, rng=rng)
+        self.bbox_pred = Conv2d(channels, 4 * k, 1, rng=rng)
+        for layer in (self.cls_logits, self.bbox_pred):
+            layer.params["weight"] *= 0.01 / layer.params["weight"].std()
+
+    def forward(self, c4):
+        t = self.conv.forward(c4)
+        obj, deltas = self.cls_logits.forward(t), self.bbox_pred.forward(t)
+        n, _, h, w = obj.shape
+        self.keep((n, h, w))
+        obj = obj.transpose(0, 2, 3, 1).reshape(n, -1)                                     # N x (h w k)
+        deltas = deltas.reshape(n, self.k, 4, h, w).transpose(0, 3, 4, 1, 2).reshape(n, -1, 4)
+        return obj, deltas
+
+    def backward(self, grads):
+        dobj, ddeltas = grads
+        n, h, w = self.take()
+        dobj = dobj.reshape(n, h, w, self.k).transpose(0, 3, 1, 2)
+        ddeltas = ddeltas.reshape(n, h, w, self.k, 4).transpose(0, 3, 4, 1, 2).reshape(n, 4 * self.k, h, w)
+        dt = self.cls_logits.backward(backend.get_array_module(dobj).ascontiguousarray(dobj)) \
+            + self.bbox_pred.backward(backend.get_array_module(ddeltas).ascontiguousarray(ddeltas))
+        return self.conv.backward(dt)
+
+
+class MaskRCNN(Module):
+    """Mask R-CNN with hand-written backward: ``loss_and_backward`` for training, ``predict`` for inference."""
+
+    def __init__(self, config=None, *, rng):
+        super().__init__()
+        self.config = cfg = config or ModelConfig()
+        c3, c4 = cfg.channels[2], cfg.channels[3]
+        k = len(cfg.anchor_sizes) * len(cfg.anchor_ratios)
+        self.backbone = Backbone(cfg.channels, cfg.groups, rng=rng)
+        self.fpn = FPNLite(c3, c4, cfg.fpn_channels, rng=rng)
+        self.rpn = RPNHead(c4, k, rng=rng)
+        self.box_head = BoxHead(cfg.fpn_channels, cfg.box_pool, cfg.box_hidden, cfg.num_classes, rng=rng)
+        self.mask_head = MaskHead(cfg.fpn_channels, cfg.mask_channels, cfg.mask_convs, cfg.num_classes, rng=rng)
+
+    # ---------------------------------------------------------------------------------------------------
+    def anchors(self, dtype="float32"):
+        cfg = self.config
+        return generate_anchors((cfg.image_size, cfg.image_size), 16, cfg.anchor_sizes, cfg.anchor_ratios,
+                                cfg.anchor_offset, dtype=dtype)
+
+    @property
+    def dtype(self):
+        """The parameters' float dtype (float32; float64 for gradient checks)."""
+        return self.backbone.stage1[0].params["weight"].dtype
+
+    def normalize(self, images):
+        """N x H x W x 3 uint8 -> N x 3 x H x W float (the parameters' dtype), centred and scaled."""
+        xp = backend.xp
+        x = xp.asarray(images).astype(self.dtype) / 255.0
+        x = (x - xp.asarray(self.config.pixel_mean, dtype=self.dtype)) / xp.asarray(self.config.pixel_std,
+                                                                                     dtype=self.dtype)
+        return xp.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+    def _features(self, x):
+        c3, c4 = self.backbone.forward(x)
+        return c3, c4, self.fpn.forward((c3, c4))
+
+    def _proposals(self, anchors, objectness, deltas, post_nms):
+        cfg = self.config
+        size = (cfg.image_size, cfg.image_size)
+        return [generate_proposals(anchors, objectness[i], deltas[i], size, cfg.rpn_pre_nms, post_nms,
+                                   cfg.rpn_nms)[0] for i in range(objectness.shape[0])]
+
+    def _pool(self, p3, boxes_per_image, size):
+        """RoIAlign on P3 of each image's boxes: (features R x C x size x size, rois R x 5)."""
+        xp = backend.get_array_module(p3)
+        rois = xp.concatenate([xp.concatenate([xp.full((len(b), 1), i, dtype=p3.dtype), b.astype(p3.dtype)], 1)
+                               for i, b in enumerate(boxes_per_image)]) if boxes_per_image else xp.zeros((0, 5))
+        feats = roi_align(p3, rois, size, 1 / 8, self.config.sampling_ratio, aligned=True)
+        return feats, rois
+
+    # ---------------------------------------------------------------------------------------------------
+    def loss_and_backward(self, images, targets, rng, proposals=None):
+        """One training step's forward, losses and backward (gradients accumulate in the modules).
+
+        images    : N x H x W x 3 uint8 (H = W = config.image_size)
+        targets   : N dicts with ``boxes`` G x 4 float, ``labels`` G int (1..K-1), ``masks`` G x H x W bool
+        rng       : the generator of the samplers
+        proposals : optional list of N P x 4 arrays used instead of the RPN's (the gradient check holds
+                    them fixed: proposals carry no gradient, so moving them would change the loss behind
+                    the backward's back)
+        Returns a dict of the five losses (floats) and their sum under ``"loss"``.
+        """
+        cfg = self.config
+        xp = backend.xp
+        x = self.normalize(images)
+        n = x.shape[0]
+        c3, c4, p3 = self._features(x)
+        anchors = self.anchors()
+
+        # RPN: labels on the anchors, the loss, and the proposals (which carry no gradient)
+        objectness, deltas = self.rpn.forward(c4)
+        labels, reg = zip(*(rpn_targets(anchors, t["boxes"], rng, cfg.rpn_batch, cfg.rpn_positive_fraction)
+                            for t in targets))
+        l_obj, l_rpn_box, dobj, ddeltas = rpn_loss(objectness, deltas, xp.stack(labels), xp.stack(reg))
+        if proposals is None:
+            proposals = self._proposals(anchors, objectness, deltas, cfg.rpn_post_nms_train)
+
+        # box head on sampled proposals
+        sampled = [box_head_targets(p, t["boxes"], t["labels"], rng, cfg.roi_batch, cfg.roi_positive_fraction,
+                                    weights=BOX_WEIGHTS) for p, t in zip(proposals, targets)]
+        box_feats, rois = self._pool(p3, [s[0] for s in sampled], cfg.box_pool)
+        class_logits, box_deltas = self.box_head.forward(box_feats)
+        roi_labels = xp.concatenate([s[1] for s in sampled])
+        l_cls, l_box, dlogits, dbox = fast_rcnn_loss(class_logits, box_deltas, roi_labels,
+                                                     xp.concatenate([s[2] for s in sampled]))
+        dp3 = roi_align_backward(self.box_head.backward((dlogits, dbox)), rois, p3.shape, cfg.box_pool, 1 / 8,
+                                 cfg.sampling_ratio, aligned=True)
+
+        # mask head on the positive RoIs: each learns the mask of its own ground truth, in its own box
+        m = 2 * cfg.mask_pool
+        pos = [s[1] > 0 for s in sampled]
+        pos_boxes = [s[0][p] for s, p in zip(sampled, pos)]
+        l_mask = 0.0
+        if sum(int(p.sum()) for p in pos):
+            mask_t = xp.concatenate([mask_targets(t["masks"], b, s[3][p], m)
+                                     for t, s, p, b in zip(targets, sampled, pos, pos_boxes)])
+            mask_feats, mask_rois = self._pool(p3, pos_boxes, cfg.mask_pool)
+            mask_logits = self.mask_head.forward(mask_feats)
+            l_mask, dmask = sigmoid_mask_loss(mask_logits, roi_labels[xp.concatenate(pos)], mask_t)
+            dp3 += roi_align_backward(self.mask_head.backward(dmask), mask_rois, p3.shape, cfg.mask_pool, 1 / 8,
+                                      cfg.sampling_ratio, aligned=True)
+
+        dc3, dc4 = self.fpn.backward(dp3)
+        dc4 = dc4 + self.rpn.backward((dobj, ddeltas))
+        self.backbone.backward((dc3, dc4))
+        losses = dict(loss_classifier=float(l_cls), loss_box_reg=float(l_box), loss_mask=float(l_mask),
+                      loss_objectness=float(l_obj), loss_rpn_box_reg=float(l_rpn_box))
+        losses["loss"] = sum(losses.values())
+        return losses
+
+    # ---------------------------------------------------------------------------------------------------
+    def predict(self, images):
+        """Detections of each image: a list of dicts with ``boxes`` D x 4, ``scores`` D, ``labels`` D (1..K-1),
+        ``masks`` D x H x W bool (pasted back and thresholded at 0.5), all on the backend.
+        """
+        cfg = self.config
+        xp = backend.xp
+        was_training = self.training
+        self.train(False)
+        try:
+            x = self.normalize(images)
+            _, c4, p3 = self._features(x)
+            objectness, deltas = self.rpn.forward(c4)
+            proposals = self._proposals(self.anchors(), objectness, deltas, cfg.rpn_post_nms_test)
+            box_feats, rois = self._pool(p3, proposals, cfg.box_pool)
+            class_logits, box_deltas = self.box_head.forward(box_feats)
+            detections = [self._detect(class_logits[rois[:, 0] == i], box_deltas[rois[:, 0] == i], proposals[i])
+                          for i in range(x.shape[0])]
+            mask_feats, _ = self._pool(p3, [d["boxes"] for d in detections], cfg.mask_pool)
+            m = 2 * cfg.mask_pool
+            mask_logits = (self.mask_head.forward(mask_feats) if mask_feats.shape[0]
+                           else xp.zeros((0, cfg.num_classes, m, m), dtype=p3.dtype))
+        finally:
+            self.train(was_training)
+        start = 0
+        for d in detections:
+            n = len(d["boxes"])
+            logits = mask_logits[start:start + n][xp.arange(n), d["labels"]]
+            probs = 1.0 / (1.0 + xp.exp(-logits))
+            d["masks"] = paste_masks(probs, d["boxes"], (cfg.image_size, cfg.image_size)) >= 0.5
+            start += n
+        return detections
+
+    def _detect(self, class_logits, box_deltas, proposals):
+        """Scores, class-specific boxes, score threshold, class-wise NMS, top detections (torchvision's
+        ``postprocess_detections``)."""
+        cfg = self.config
+        xp = backend.get_array_module(class_logits)
+        K = cfg.num_classes
+        z = class_logits - class_logits.max(axis=1, keepdims=True)
+        scores = xp.exp(z) / xp.exp(z).sum(axis=1, keepdims=True)
+        boxes = box_decode(box_deltas, proposals, BOX_WEIGHTS).reshape(-1, K, 4)[:, 1:].reshape(-1, 4)
+        boxes = clip_boxes_to_image(boxes, (cfg.image_size, cfg.image_size))
+        labels = xp.tile(xp.arange(1, K), proposals.shape[0])
+        scores = scores[:, 1:].reshape(-1)
+        keep = xp.nonzero(scores > cfg.score_threshold)[0]
+        keep = keep[remove_small_boxes(boxes[keep], 1e-2)]
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        keep = batched_nms(boxes, scores, labels, cfg.detection_nms)[:cfg.detections_per_image]
+        return dict(boxes=boxes[keep], scores=scores[keep], labels=labels[keep])

@@ -1,0 +1,116 @@
+"""Stage 8: the whole model. Its hand-written backward against finite differences, and that it learns."""
+import numpy as np
+import pytest
+
+from mrcnn_edu import backend
+from mrcnn_edu.gradcheck import rel_error
+from mrcnn_edu.heads import paste_masks
+from mrcnn_edu.model import MaskRCNN, ModelConfig
+from mrcnn_edu.optim import AdamW
+
+TINY = dict(image_size=64, channels=(4, 4, 8, 8), groups=2, fpn_channels=8, anchor_sizes=(24.0, 32.0),
+            box_hidden=16, mask_channels=4, mask_convs=1, roi_batch=16, rpn_batch=64, box_pool=3, mask_pool=4)
+
+
+def synthetic_sample(rng, size=64, empty=False):
+    """A square (class 1) and a disk (class 2) on a plain background; the disk occludes the square."""
+    image = np.full((size, size, 3), rng.integers(0, 256, 3), dtype=np.uint8)
+    if empty:
+        return image, dict(boxes=np.zeros((0, 4), np.float32), labels=np.zeros(0, np.int64),
+                           masks=np.zeros((0, size, size), bool))
+    yy, xx = np.mgrid[:size, :size]
+    cx, cy, r = rng.integers(size // 4, 3 * size // 4, 2), rng.integers(size // 4, 3 * size // 4, 2), size // 6
+    square = (abs(xx - cx[0]) < r) & (abs(yy - cy[0]) < r)
+    disk = (xx - cx[1]) ** 2 + (yy - cy[1]) ** 2 < r * r
+    square &= ~disk
+    masks = np.stack([m for m in (square, disk) if m.any()])
+    labels = np.array([c for c, m in ((1, square), (2, disk)) if m.any()])
+    for m, colour in zip(masks, rng.integers(0, 256, (2, 3))):
+        image[m] = colour
+    boxes = np.array([[np.flatnonzero(m.any(0))[0], np.flatnonzero(m.any(1))[0],
+                       np.flatnonzero(m.any(0))[-1] + 1, np.flatnonzero(m.any(1))[-1] + 1] for m in masks],
+                     dtype=np.float32)
+    return image, dict(boxes=boxes, labels=labels, masks=masks)
+
+
+def batch(rng, n, size=64, empty=()):
+    samples = [synthetic_sample(rng, size, empty=i in empty) for i in range(n)]
+    return np.stack([s[0] for s in samples]), [s[1] for s in samples]
+
+
+def to_float64(model):
+    for m in model.modules():
+        m.params = {k: v.astype(np.float64) for k, v in m.params.items()}
+    return model
+
+
+def test_whole_model_backward_matches_finite_differences():
+    """d(total loss)/d(parameter) for sampled parameters of every part, proposals and samples held fixed."""
+    rng = np.random.default_rng(0)
+    model = to_float64(MaskRCNN(ModelConfig(**TINY), rng=np.random.default_rng(1)))
+    images, targets = batch(rng, 2)
+    proposals = [np.concatenate([t["boxes"] + rng.normal(0, 2, t["boxes"].shape), rng.uniform(0, 30, (6, 2))
+                                 @ np.array([[1, 0, 1, 0], [0, 1, 0, 1]]) + [0, 0, 20, 20]]).clip(0, 64)
+                 for t in targets]
+
+    def loss():
+        model.zero_grad()
+        return model.loss_and_backward(images, targets, np.random.default_rng(5), proposals=proposals)["loss"]
+
+    loss()
+    analytic = {k: v.copy() for k, v in model.gradients().items()}
+    params = model.parameters()
+    parts = ["backbone.stage1", "backbone.stage4", "fpn", "rpn", "box_head", "mask_head"]
+    pick = np.random.default_rng(2)
+    for part in parts:
+        names = [n for n in params if n.startswith(part)]
+        got, want = [], []
+        for name in pick.choice(names, size=3):
+            p = params[name].reshape(-1)
+            for i in pick.choice(p.size, size=2, replace=False):
+                old = p[i]
+                p[i] = old + 1e-6
+                plus = loss()
+                p[i] = old - 1e-6
+                minus = loss()
+                p[i] = old
+                want.append((plus - minus) / 2e-6)
+                got.append(analytic[name].reshape(-1)[i])
+        assert rel_error(np.array(got), np.array(want)) < 1e-6, f"{part}: mine {got} vs numeric {want}"
+
+
+def test_images_without_objects_train_and_predict():
+    rng = np.random.default_rng(3)
+    model = MaskRCNN(ModelConfig(**TINY), rng=np.random.default_rng(1))
+    images, targets = batch(rng, 3, empty=(1,))
+    losses = model.loss_and_backward(images, targets, rng)
+    assert all(np.isfinite(v) for v in losses.values())
+    model.zero_grad()
+    images, targets = batch(rng, 2, empty=(0, 1))
+    losses = model.loss_and_backward(images, targets, rng)
+    assert losses["loss_mask"] == 0.0 and losses["loss_box_reg"] == 0.0 and losses["loss"] > 0
+    for d in model.predict(images):
+        assert d["masks"].shape[1:] == (64, 64) and len(d["boxes"]) == len(d["scores"]) == len(d["labels"])
+
+
+def test_training_steps_lower_the_loss(xp):
+    rng = np.random.default_rng(4)
+    model = MaskRCNN(ModelConfig(**dict(TINY, channels=(8, 16, 16, 32), fpn_channels=16, box_hidden=32,
+                                        mask_channels=8)), rng=np.random.default_rng(1))
+    opt = AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    images, targets = batch(rng, 4)
+    history = []
+    for _ in range(40):
+        model.zero_grad()
+        history.append(model.loss_and_backward(images, targets, rng)["loss"])
+        opt.step(model.gradients())
+    assert np.mean(history[-5:]) < 0.5 * np.mean(history[:5]), history
+
+
+def test_paste_masks_puts_a_full_mask_exactly_in_its_box(xp):
+    boxes = xp.asarray([[8.0, 4.0, 24.0, 20.0], [0.0, 0.0, 32.0, 32.0]])
+    pasted = backend.to_host(paste_masks(xp.ones((2, 28, 28)), boxes, (32, 40)) >= 0.5)
+    want = np.zeros((32, 40), bool)
+    want[4:20, 8:24] = True
+    np.testing.assert_array_equal(pasted[0], want)
+    assert pasted[1][:, :32].all() and not pasted[1][:, 33:].any()
