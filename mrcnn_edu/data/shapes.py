@@ -1,0 +1,278 @@
+"""The toy shapes data set of lecture stage 8 ("training on shapes"), after matterport's ``samples/shapes``.
+
+A sample is a ``size x size`` RGB image (128 by default) on one random solid background colour with 1 to 4
+objects, each a square (class 1), a circle (class 2) or a triangle with its apex up (class 3) in its own
+random colour. Every object has an integer centre at least ``MARGIN`` = 20 px from the image borders and a
+half-size ``s`` of 20 to 32 px: its nominal box is ``(cx - s, cy - s, cx + s, cy + s)`` in continuous pixel
+coordinates (pixel ``(x, y)`` covers ``[x, x + 1) x [y, y + 1)``), and it may reach past the image border,
+where it is cut off. A new object whose nominal box overlaps an earlier one with IoU > 0.3 is redrawn (at
+most ``MAX_TRIES`` times, then left out). Later objects are painted over earlier ones: an instance mask holds
+the pixels where its object is *visible*, so the masks never overlap, and an object hidden completely is
+dropped. Boxes come from the masks (``boxes_from_masks``).
+
+The shapes are drawn by scikit-image (``skimage.draw.polygon`` and ``skimage.draw.disk``), whose pixel
+indices name pixel centres: continuous ``x`` is index ``x - 0.5``. Every vertex sits on a pixel edge, so no
+pixel centre lies on an outline and the masks are exact: a square of half-size ``s`` is ``2s x 2s`` pixels.
+
+Samples are deterministic: sample ``index`` of a split is drawn from ``numpy.random.default_rng([split key,
+seed, index])``, so the training stream can restart at any step (resuming a run) and the validation split
+never shares a random stream with training, whatever the two seeds are.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from skimage.draw import disk, polygon
+
+from ..boxes import box_iou
+
+__all__ = ["CLASS_NAMES", "MARGIN", "HALF_SIZE", "MAX_OBJECTS", "MAX_TRIES", "MAX_IOU", "MIN_CONTRAST",
+           "Layout", "random_layout", "shape_boxes", "render", "make_sample", "boxes_from_masks", "collate",
+           "ShapesDataset", "train_batches", "validation_set"]
+
+CLASS_NAMES = ("background", "square", "circle", "triangle")
+MARGIN = 20              # an object's centre is at least this far from every border, in pixels
+HALF_SIZE = (20, 32)     # the half-size s of an object, inclusive range
+MAX_OBJECTS = 4          # 1 to 4 objects a sample
+MAX_TRIES = 20           # redraws of an object that overlaps an earlier one before it is left out
+MAX_IOU = 0.3            # the largest nominal-box IoU allowed between two objects
+MIN_CONTRAST = 64        # an object's colour differs from the background and earlier objects by this much
+                         # in at least one channel (0..255), so every object is visible
+MIN_SIZE = 2 * MARGIN + 24
+SPLITS = {"train": 0, "validation": 1}   # the first entry of each split's seed sequence
+
+
+class Layout(NamedTuple):
+    """What to draw: ``n`` objects in drawing order (later ones on top).
+
+    class_ids  : n int64, 1 square, 2 circle, 3 triangle
+    centres    : n x 2 int64 ``(cx, cy)``, continuous pixel coordinates
+    half_sizes : n int64
+    colours    : n x 3 uint8 RGB
+    background : 3 uint8 RGB
+    """
+    class_ids: np.ndarray
+    centres: np.ndarray
+    half_sizes: np.ndarray
+    colours: np.ndarray
+    background: np.ndarray
+
+
+# ------------------------------------------------------------------------------------------- checks
+def _check_rng(rng):
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng: expected a numpy.random.Generator (numpy.random.default_rng(seed)), got "
+                        f"{type(rng).__name__}")
+
+
+def _check_int(value, name, low):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
+    return int(value)
+
+
+# ------------------------------------------------------------------------------------------- layout
+def shape_boxes(centres, half_sizes):
+    """Nominal boxes ``(cx - s, cy - s, cx + s, cy + s)`` of objects, before clipping and occlusion.
+
+    centres    : n x 2 ``(cx, cy)``
+    half_sizes : n
+    returns n x 4 float32 ``(x1, y1, x2, y2)``, continuous pixel coordinates.
+    """
+    centres = np.asarray(centres, dtype=np.float32).reshape(-1, 2)
+    s = np.asarray(half_sizes, dtype=np.float32).reshape(-1, 1)
+    return np.concatenate([centres - s, centres + s], axis=1)
+
+
+def _first_fit(candidates_ok):
+    """Index of the first True in a 1-D mask, or -1 when there is none."""
+    return int(np.argmax(candidates_ok)) if candidates_ok.any() else -1
+
+
+def _pick_colour(candidates, taken):
+    """The first of ``T x 3`` candidate colours that differs by ``MIN_CONTRAST`` from every ``taken`` colour
+    (``k x 3``) in some channel; the most distinct candidate when none does."""
+    diff = np.abs(candidates[:, None, :].astype(np.int64) - taken[None, :, :].astype(np.int64)).max(axis=2)
+    nearest = diff.min(axis=1)
+    first = _first_fit(nearest >= MIN_CONTRAST)
+    return candidates[first if first >= 0 else int(np.argmax(nearest))]
+
+
+def random_layout(rng, size=128):
+    """Draw the objects of one sample: classes, centres, half-sizes and colours (slide "the shapes data").
+
+    rng  : ``numpy.random.Generator``
+    size : image height and width in pixels (at least ``MIN_SIZE``)
+    returns a ``Layout`` of 1 to ``MAX_OBJECTS`` objects whose nominal boxes overlap pairwise with IoU <=
+    ``MAX_IOU``.
+
+    Every candidate (``MAX_OBJECTS x MAX_TRIES`` of them) is drawn up front, so a sample always takes the
+    same amount of randomness; the acceptance loop runs over at most 4 objects.
+    """
+    _check_rng(rng)
+    size = _check_int(size, "size", MIN_SIZE)
+    count = int(rng.integers(1, MAX_OBJECTS + 1))
+    shape = (MAX_OBJECTS, MAX_TRIES)
+    classes = rng.integers(1, len(CLASS_NAMES), size=shape)
+    centres = rng.integers(MARGIN, size - MARGIN + 1, size=shape + (2,))
+    halves = rng.integers(HALF_SIZE[0], HALF_SIZE[1] + 1, size=shape)
+    colours = rng.integers(0, 256, size=shape + (3,), dtype=np.uint8)
+    background = rng.integers(0, 256, size=3, dtype=np.uint8)
+
+    chosen, boxes, palette = [], np.zeros((0, 4), np.float32), background[None, :]
+    for i in range(count):
+        candidate_boxes = shape_boxes(centres[i].reshape(-1, 2), halves[i])
+        iou = box_iou(candidate_boxes, boxes).max(axis=1, initial=0.0)
+        t = _first_fit(iou <= MAX_IOU)
+        if t < 0:
+            continue  # no free place in MAX_TRIES draws: the sample gets one object fewer
+        chosen.append((i, t))
+        boxes = np.concatenate([boxes, candidate_boxes[t:t + 1]])
+        palette = np.concatenate([palette, _pick_colour(colours[i], palette)[None, :]])
+    rows, tries = (np.array(a, dtype=np.int64) for a in zip(*chosen))
+    return Layout(classes[rows, tries].astype(np.int64), centres[rows, tries].astype(np.int64),
+                  halves[rows, tries].astype(np.int64), palette[1:], background)
+
+
+# ------------------------------------------------------------------------------------------ drawing
+def _shape_pixels(class_id, cx, cy, s, size):
+    """Row and column indices of the pixels an object covers (clipped to the image), by scikit-image."""
+    # skimage indexes pixel centres: continuous coordinate c is index c - 0.5
+    x, y = cx - 0.5, cy - 0.5
+    if class_id == 1:
+        return polygon([y - s, y - s, y + s, y + s], [x - s, x + s, x + s, x - s], shape=(size, size))
+    if class_id == 2:
+        return disk((y, x), s, shape=(size, size))
+    # triangle, apex up: apex at the top centre of the nominal box, base along its bottom edge
+    return polygon([y - s, y + s, y + s], [x, x + s, x - s], shape=(size, size))
+
+
+def render(layout, size=128):
+    """Paint a ``Layout``: the image and each object's visible mask.
+
+    layout : ``Layout`` of n objects in drawing order
+    size   : image height and width
+    returns ``(image, masks, class_ids)``: ``size x size x 3`` uint8, ``G x size x size`` bool (disjoint,
+    none empty), ``G`` int64, with ``G <= n`` (objects hidden by later ones are dropped).
+    """
+    size = _check_int(size, "size", 1)
+    n = len(layout.class_ids)
+    full = np.zeros((n, size, size), dtype=bool)
+    for i, (c, (cx, cy), s) in enumerate(zip(layout.class_ids, layout.centres, layout.half_sizes)):
+        full[(i, *_shape_pixels(int(c), int(cx), int(cy), int(s), size))] = True
+    # an object is hidden wherever any later object covers it: OR the masks from the top down
+    above = np.logical_or.accumulate(full[::-1], axis=0)[::-1]
+    masks = full.copy()
+    masks[:-1] &= ~above[1:]
+    # paint by a label map: 0 the background, i + 1 the object visible at that pixel
+    label = (masks * np.arange(1, n + 1)[:, None, None]).sum(axis=0)
+    palette = np.concatenate([layout.background[None, :], layout.colours]).astype(np.uint8)
+    image = palette[label]
+    visible = masks.any(axis=(1, 2))
+    return image, masks[visible], layout.class_ids[visible].astype(np.int64)
+
+
+def make_sample(rng, size=128):
+    """One shapes sample (design.md API): a random layout, painted.
+
+    rng  : ``numpy.random.Generator``
+    size : image height and width (default 128)
+    returns ``(image, masks, class_ids)``: ``size x size x 3`` uint8; ``G x size x size`` bool, each the
+    visible pixels of one object (disjoint, non-empty); ``G`` int64 classes in ``1..3``, ``1 <= G <= 4``.
+    """
+    return render(random_layout(rng, size), size)
+
+
+def boxes_from_masks(masks):
+    """The tight box of each mask, in continuous pixel coordinates (no ``+ 1``).
+
+    masks : G x H x W bool (or 0/1)
+    returns G x 4 float32 ``(x1, y1, x2, y2)``: ``x1`` the first column that holds a pixel of the mask,
+    ``x2`` its last column + 1 (a one-pixel mask has width 1); rows alike. An empty mask gives
+    ``(0, 0, 0, 0)``.
+    """
+    masks = np.asarray(masks)
+    if masks.ndim != 3:
+        raise ValueError(f"masks: expected G x H x W, got shape {masks.shape}")
+    masks = masks.astype(bool, copy=False)
+    rows, cols = masks.any(axis=2), masks.any(axis=1)
+    height, width = masks.shape[1:]
+    boxes = np.stack([cols.argmax(axis=1), rows.argmax(axis=1),
+                      width - cols[:, ::-1].argmax(axis=1), height - rows[:, ::-1].argmax(axis=1)], axis=1)
+    return np.where(rows.any(axis=1)[:, None], boxes, 0).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------ data set API
+def collate(samples):
+    """Stack samples into a batch.
+
+    samples : N samples ``(image, masks, class_ids, ...)``, images all ``H x W x 3``
+    returns ``(images, masks, class_ids)``: ``N x H x W x 3`` uint8, a list of N ``G_i x H x W`` bool, a list
+    of N ``G_i`` int64 (the object counts differ between images, so masks and classes stay lists).
+    """
+    samples = list(samples)
+    if not samples:
+        raise ValueError("samples: expected at least one sample to collate")
+    shapes = {s[0].shape for s in samples}
+    if len(shapes) > 1:
+        raise ValueError(f"samples: images differ in size {sorted(shapes)}; resize and pad them to one size "
+                         "first (mrcnn_edu.data.coco.resize_and_pad)")
+    return np.stack([s[0] for s in samples]), [s[1] for s in samples], [s[2] for s in samples]
+
+
+class ShapesDataset:
+    """The shapes samples of one split, by index: ``dataset[i]`` is always the same sample.
+
+    seed   : non-negative int; the training stream and the validation split of one seed (and of any two
+             seeds) are different random streams
+    size   : image height and width
+    split  : ``"train"`` or ``"validation"``
+    length : number of samples, or None for an endless stream (then ``len()`` raises ``TypeError``)
+    """
+
+    def __init__(self, seed=0, size=128, split="train", length=None):
+        if split not in SPLITS:
+            raise ValueError(f"split: expected one of {tuple(SPLITS)}, got {split!r}")
+        self.seed = _check_int(seed, "seed", 0)
+        self.size = _check_int(size, "size", MIN_SIZE)
+        self.split = split
+        self.length = None if length is None else _check_int(length, "length", 0)
+
+    def rng(self, index):
+        """The generator that draws sample ``index``."""
+        return np.random.default_rng([SPLITS[self.split], self.seed, index])
+
+    def __getitem__(self, index):
+        index = _check_int(index, "index", 0)
+        if self.length is not None and index >= self.length:
+            raise IndexError(f"index {index} out of range for {self.length} samples")
+        return make_sample(self.rng(index), self.size)
+
+    def __len__(self):
+        if self.length is None:
+            raise TypeError("an endless shapes stream has no length; pass length=n for a fixed split")
+        return self.length
+
+    def batches(self, batch_size, start=0):
+        """Batches of ``batch_size`` consecutive samples, batch ``b`` holding samples ``b * batch_size`` to
+        ``(b + 1) * batch_size - 1``, from batch ``start`` on (resume a run with ``start=step``); endless for
+        an endless stream. Each is ``collate``'d: ``(N x H x W x 3 uint8, [G_i x H x W bool], [G_i int64])``.
+        """
+        batch_size = _check_int(batch_size, "batch_size", 1)
+        b = _check_int(start, "start", 0)
+        while self.length is None or b * batch_size < self.length:
+            stop = (b + 1) * batch_size if self.length is None else min((b + 1) * batch_size, self.length)
+            yield collate(self[i] for i in range(b * batch_size, stop))
+            b += 1
+
+
+def train_batches(seed, batch_size, size=128, start=0):
+    """The endless training stream of a seed, in collated batches, from batch ``start`` on."""
+    return ShapesDataset(seed, size, "train").batches(batch_size, start)
+
+
+def validation_set(n=100, seed=0, size=128):
+    """The fixed validation split: a list of ``n`` samples ``(image, masks, class_ids)``, the same for a seed."""
+    dataset = ShapesDataset(seed, size, "validation", length=n)
+    return [dataset[i] for i in range(len(dataset))]

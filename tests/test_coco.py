@@ -1,0 +1,207 @@
+"""COCO files (data/coco.py): export and load round trip, polygon and RLE masks, resizing, clear errors."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mrcnn_edu.data.coco import (DatasetError, encode_masks, export_shapes, load_coco, resize_and_pad,
+                                 undo_resize_and_pad)
+from mrcnn_edu.data.shapes import boxes_from_masks, validation_set
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shapes")
+    ann_file, image_dir = export_shapes(out, n=6, seed=2)
+    return ann_file, image_dir
+
+
+def write_dataset(folder, data, images):
+    """``images``: {file name: H x W (x C) uint8}; returns (annotation file, image folder)."""
+    (folder / "img").mkdir(exist_ok=True)
+    for name, pixels in images.items():
+        Image.fromarray(pixels).save(folder / "img" / name)
+    ann = folder / "ann.json"
+    ann.write_text(json.dumps(data) if not isinstance(data, str) else data)
+    return ann, folder / "img"
+
+
+def small_dataset(**changes):
+    """One 40 x 60 image with a polygon rectangle (category 7) and a polygon triangle (category 3)."""
+    data = {"images": [{"id": 10, "file_name": "a.png", "height": 40, "width": 60}],
+            "annotations": [{"id": 1, "image_id": 10, "category_id": 7,
+                             "segmentation": [[10, 5, 30, 5, 30, 25, 10, 25]]},
+                            {"id": 2, "image_id": 10, "category_id": 3,
+                             "segmentation": [[40, 10, 50, 10, 50, 20]]}],
+            "categories": [{"id": 7, "name": "rect"}, {"id": 3, "name": "tri"}]}
+    data.update(changes)
+    return data
+
+
+def test_export_then_load_gives_back_the_samples(exported):
+    ann_file, image_dir = exported
+    assert ann_file.name == "annotations.json" and len(list(image_dir.glob("*.png"))) == 6
+    data = load_coco(ann_file, image_dir)
+    assert len(data) == 6 and data.category_ids == (1, 2, 3)
+    assert data.class_names == ("background", "square", "circle", "triangle")
+    for (image, masks, class_ids), (image2, masks2, class_ids2, image_id) in zip(validation_set(6, 2), data):
+        np.testing.assert_array_equal(image2, image)
+        np.testing.assert_array_equal(masks2, masks)
+        np.testing.assert_array_equal(class_ids2, class_ids)
+    raw = json.loads(ann_file.read_text())
+    ann = raw["annotations"][0]
+    assert isinstance(ann["segmentation"]["counts"], str) and ann["iscrowd"] == 0
+    first = validation_set(1, 2)[0][1][0]
+    x1, y1, x2, y2 = boxes_from_masks(first[None])[0]
+    assert ann["bbox"] == [x1, y1, x2 - x1, y2 - y1] and ann["area"] == first.sum()
+
+
+def test_polygons_load_as_the_right_masks_with_contiguous_classes(tmp_path):
+    ann, img = write_dataset(tmp_path, small_dataset(), {"a.png": np.zeros((40, 60, 3), np.uint8)})
+    data = load_coco(ann, img)
+    assert data.category_ids == (3, 7) and data.class_names == ("background", "tri", "rect")
+    image, masks, class_ids, image_id = data[0]
+    assert image_id == 10 and image.shape == (40, 60, 3)
+    np.testing.assert_array_equal(class_ids, [2, 1])   # category 7 -> class 2, category 3 -> class 1
+    rect = np.zeros((40, 60), bool)
+    rect[5:25, 10:30] = True                           # continuous coordinates: columns 10..29, rows 5..24
+    np.testing.assert_array_equal(masks[0], rect)
+    # the right triangle (40, 10), (50, 10), (50, 20): within its box, narrowing downward, half of it
+    rows, cols = np.nonzero(masks[1])
+    assert rows.min() >= 10 and rows.max() <= 19 and cols.min() >= 40 and cols.max() <= 49
+    widths = masks[1].sum(axis=1)[10:20]
+    assert (np.diff(widths) <= 0).all() and widths[0] >= 9 and 40 <= masks[1].sum() <= 60
+    # area and bbox are filled in for the evaluation
+    gt = data.coco.loadAnns([1])[0]
+    assert gt["bbox"] == [10, 5, 20, 20] and gt["area"] == 400 and gt["iscrowd"] == 0
+
+
+def test_uncompressed_and_compressed_rle_load(tmp_path):
+    mask = np.zeros((40, 60), bool)
+    mask[3:9, 50:58] = True
+    compressed = encode_masks(mask[None])[0]
+    # uncompressed RLE: alternating run lengths of 0s and 1s, column-major
+    flat = np.concatenate([[False], mask.ravel(order="F"), [not mask.ravel(order="F")[-1]]])
+    runs = np.diff(np.flatnonzero(np.diff(flat.astype(int)) != 0), prepend=0).tolist()
+    uncompressed = {"size": [40, 60], "counts": runs}
+    anns = [{"id": 1, "image_id": 10, "category_id": 3, "segmentation": compressed},
+            {"id": 2, "image_id": 10, "category_id": 3, "segmentation": uncompressed}]
+    ann, img = write_dataset(tmp_path, small_dataset(annotations=anns), {"a.png": np.zeros((40, 60), np.uint8)})
+    image, masks, class_ids, _ = load_coco(ann, img)[0]
+    assert image.shape == (40, 60, 3)                  # a grayscale file comes back RGB
+    np.testing.assert_array_equal(masks[0], mask)
+    np.testing.assert_array_equal(masks[1], mask)
+
+
+def test_rgba_images_become_rgb(tmp_path):
+    rgba = np.zeros((40, 60, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, 255
+    ann, img = write_dataset(tmp_path, small_dataset(), {"a.png": rgba})
+    image = load_coco(ann, img)[0][0]
+    assert image.shape == (40, 60, 3) and (image[..., 0] == 200).all() and (image[..., 1:] == 0).all()
+
+
+def test_resize_and_pad_keeps_the_aspect_ratio():
+    image = np.full((50, 100, 3), 200, np.uint8)
+    masks = np.zeros((2, 50, 100), bool)
+    masks[0, 10:30, 20:60] = True
+    masks[1, 0, 0] = True                              # one pixel, lost when halving
+    out, out_masks, scale = resize_and_pad(image, masks, 50)
+    assert scale == 0.5 and out.shape == (50, 50, 3) and out_masks.shape == (2, 50, 50)
+    assert (out[:25] == 200).all() and (out[25:] == 0).all()   # padded at the bottom
+    np.testing.assert_array_equal(boxes_from_masks(out_masks[:1]), [[10, 5, 30, 15]])
+    assert not out_masks[1].any()
+    boxes, back = undo_resize_and_pad(boxes_from_masks(out_masks[:1]), out_masks[:1], scale, (50, 100))
+    np.testing.assert_array_equal(boxes, [[20, 10, 60, 30]])
+    assert back.shape == (1, 50, 100) and (back[0] ^ masks[0]).sum() <= 0.05 * masks[0].sum()
+
+
+def test_load_with_a_size_resizes_and_pads(tmp_path):
+    ann, img = write_dataset(tmp_path, small_dataset(), {"a.png": np.zeros((40, 60, 3), np.uint8)})
+    data = load_coco(ann, img, size=30)
+    image, masks, class_ids, _ = data[0]
+    assert image.shape == (30, 30, 3) and masks.shape == (2, 30, 30)
+    assert data.image_info(0)["scale"] == 0.5
+    # the rectangle (10, 5, 30, 25) halves to (5, 2.5, 15, 12.5), give or take a pixel at its edges
+    assert np.abs(boxes_from_masks(masks[:1])[0] - [5, 2.5, 15, 12.5]).max() <= 1
+    assert masks[0][3:12, 6:14].all()
+    assert not masks[:, 20:].any()                     # the padding holds no object
+    images, batch_masks, batch_classes = next(data.batches(3, seed=0))
+    assert images.shape == (3, 30, 30, 3) and len(batch_masks) == 3
+
+
+def test_batches_shuffle_every_epoch_and_cover_all_images(exported):
+    data = load_coco(*exported)
+    stream = data.batches(3, seed=1)
+    ids = []
+    for _ in range(4):   # 12 images = two epochs of 6
+        images, _, _ = next(stream)
+        ids += [next(i for i in range(6) if np.array_equal(data[i][0], im)) for im in images]
+    assert sorted(ids[:6]) == list(range(6)) and sorted(ids[6:]) == list(range(6))
+    assert ids[:6] != ids[6:]
+
+
+# ------------------------------------------------------------------------------------------- errors
+def expect_error(tmp_path, data, match, images=None, **kwargs):
+    ann, img = write_dataset(tmp_path, data, images or {"a.png": np.zeros((40, 60, 3), np.uint8)})
+    with pytest.raises(DatasetError, match=match) as info:
+        load_coco(ann, img, **kwargs)
+    assert "ann.json" in str(info.value) and isinstance(info.value, ValueError)
+    return str(info.value)
+
+
+def test_malformed_json_names_the_file(tmp_path):
+    expect_error(tmp_path, '{"images": [', "not valid JSON")
+
+
+def test_missing_key(tmp_path):
+    data = small_dataset()
+    del data["categories"]
+    expect_error(tmp_path, data, "missing the top-level key 'categories'")
+    data = small_dataset()
+    del data["annotations"][0]["segmentation"]
+    expect_error(tmp_path, data, "annotation 1 is missing 'segmentation'")
+
+
+def test_unknown_category(tmp_path):
+    data = small_dataset()
+    data["annotations"][1]["category_id"] = 99
+    expect_error(tmp_path, data, "annotation 2: unknown category_id 99")
+
+
+def test_unknown_image_id(tmp_path):
+    data = small_dataset()
+    data["annotations"][0]["image_id"] = 11
+    expect_error(tmp_path, data, "annotation 1: unknown image_id 11")
+
+
+def test_missing_image(tmp_path):
+    data = small_dataset()
+    data["images"].append({"id": 11, "file_name": "gone.png", "height": 40, "width": 60})
+    message = expect_error(tmp_path, data, "1 image file")
+    assert "gone.png" in message
+
+
+def test_empty_data_sets(tmp_path):
+    expect_error(tmp_path, small_dataset(images=[], annotations=[]), "empty data set")
+    expect_error(tmp_path, small_dataset(annotations=[]), "no annotations")
+
+
+def test_bad_segmentations(tmp_path):
+    data = small_dataset()
+    data["annotations"][0]["segmentation"] = [[1, 2, 3, 4]]
+    expect_error(tmp_path, data, "polygon must be a list of at least 3 points")
+    data["annotations"][0]["segmentation"] = {"size": [10, 10], "counts": [100]}
+    expect_error(tmp_path, data, "RLE size")
+    data["annotations"][0]["segmentation"] = {"size": [40, 60], "counts": [5, 6]}
+    expect_error(tmp_path, data, "summing to height")
+
+
+def test_missing_files_and_wrong_image_size(tmp_path):
+    with pytest.raises(DatasetError, match="nothing.json: annotation file not found"):
+        load_coco(tmp_path / "nothing.json", tmp_path)
+    ann, img = write_dataset(tmp_path, small_dataset(), {"a.png": np.zeros((41, 60, 3), np.uint8)})
+    data = load_coco(ann, img)
+    with pytest.raises(DatasetError, match="a.png: image is 41 x 60"):
+        data[0]
