@@ -1,10 +1,14 @@
 """The ``mrcnn-edu`` command line (also ``python -m mrcnn_edu``).
 
-    mrcnn-edu demo [--out runs/demo] [--backend numpy|cupy]
+    mrcnn-edu [--backend numpy|cupy] COMMAND ...
 
-``demo`` walks through the lecture's stages with the library's own functions: it prints each stage's
-numbers next to the lecture's and draws each stage as a PNG. Training, evaluation and prediction arrive
-with the model.
+    demo           print and draw the lecture's stages (runs/demo/)
+    train          train the default model on shapes (or --coco-gt/--images data), evaluate it, draw it
+    evaluate       COCO AP, AP50, AP75 of a model on the shapes validation split or a COCO data set
+    predict        draw instances on your images, and write them as COCO JSON
+    export-shapes  write shapes images and their COCO annotations
+
+A bad file or argument ends with one line that says what is wrong (exit status 2), not a traceback.
 """
 from __future__ import annotations
 
@@ -144,23 +148,179 @@ def demo(out="runs/demo"):
     return ok
 
 
-def main(argv=None):
+def _coco_data(args, size):
+    from .data.coco import load_coco
+    if bool(args.coco_gt) != bool(args.images):
+        raise ValueError("--coco-gt and --images go together: the annotations JSON and its image folder")
+    return load_coco(args.coco_gt, args.images, size=size) if args.coco_gt else None
+
+
+def cmd_train(args):
+    from .model import ModelConfig
+    from .train import TrainConfig, train
+
+    tcfg = TrainConfig()
+    for name in ("steps", "batch_size", "lr", "seed", "eval_every", "val_images"):
+        if getattr(args, name) is not None:
+            setattr(tcfg, name, getattr(args, name))
+    mcfg = ModelConfig()
+    data = _coco_data(args, mcfg.image_size)
+    if data is not None:
+        mcfg.num_classes = len(data.class_names)
+    print(f"training on {'shapes' if data is None else args.coco_gt} for {tcfg.steps} steps of {tcfg.batch_size} "
+          f"images ({backend.name}); writing to {args.out}/")
+    summary = train(args.out, mcfg, tcfg, resume=args.resume, data=data)
+    if summary.get("interrupted"):
+        return 130
+    from .evaluate import format_table
+    print(format_table(summary["metrics"]))
+    print(f"{summary['step']} steps in {summary['train_seconds']:.0f} s ({summary['seconds_per_step']:.3f} s/step); "
+          f"model: {Path(args.out) / 'model.npz'}")
+    return 0
+
+
+def _detections_of(model, dataset_or_samples, batch_size=16):
+    from .train import predict_in_batches
+    return predict_in_batches(model, [s[0] for s in dataset_or_samples], batch_size)
+
+
+def cmd_evaluate(args):
+    import json
+
+    from .data.coco import undo_resize_and_pad
+    from .data.shapes import validation_set
+    from .evaluate import coco_evaluate, detections_to_coco, format_table, shapes_ground_truth, write_results
+    from .train import load_model
+
+    model, _ = load_model(args.checkpoint)
+    size = model.config.image_size
+    data = _coco_data(args, size)
+    results = []
+    if data is None:
+        samples = validation_set(args.val_images, args.seed, size)
+        gt = shapes_ground_truth(samples)
+        for i, d in enumerate(_detections_of(model, samples)):
+            results += detections_to_coco(i + 1, d["boxes"], d["scores"], d["labels"], d["masks"])
+        what = f"{len(samples)} shapes validation images (seed {args.seed})"
+    else:
+        gt = data
+        for i, d in enumerate(_detections_of(model, data)):
+            info = data.image_info(i)
+            boxes, masks = undo_resize_and_pad(d["boxes"], d["masks"], info["scale"], (info["height"], info["width"]))
+            results += detections_to_coco(info["id"], boxes, d["scores"], d["labels"], masks, data.category_ids)
+        what = f"{len(data)} images of {args.coco_gt}"
+    metrics = coco_evaluate(gt, results)
+    print(f"COCO metric on {what}:")
+    print(format_table(metrics))
+    if args.results:
+        write_results(args.results, results)
+        print(f"wrote {len(results)} detections to {args.results}")
+    if args.json:
+        print(json.dumps({k: v for k, v in metrics.items() if not k.endswith("_stats")}))
+    return 0
+
+
+def cmd_predict(args):
+    import json
+
+    from .data.coco import read_image, resize_and_pad, undo_resize_and_pad
+    from .evaluate import detections_to_coco
+    from .train import load_model
+    from .visualize import draw_instances, save
+
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    model, class_names = load_model(args.checkpoint)
+    size = model.config.image_size
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for i, path in enumerate(args.images):
+        image = read_image(path)
+        square, _, scale = resize_and_pad(image, np.zeros((0,) + image.shape[:2], bool), size)
+        d = {k: backend.to_host(v) for k, v in model.predict(square[None])[0].items()}
+        d["boxes"], d["masks"] = undo_resize_and_pad(d["boxes"], d["masks"], scale, image.shape[:2])
+        fig, ax = plt.subplots(figsize=(6, 6 * image.shape[0] / image.shape[1]))
+        draw_instances(ax, image, d, class_names, score_min=args.score_threshold)
+        png = save(fig, out / (Path(path).stem + "_instances.png"))
+        keep = d["scores"] >= args.score_threshold
+        for r in detections_to_coco(i + 1, d["boxes"][keep], d["scores"][keep], d["labels"][keep], d["masks"][keep]):
+            r["file_name"] = str(path)
+            r["class_name"] = class_names[r["category_id"]] if r["category_id"] < len(class_names) else ""
+            results.append(r)
+        print(f"{path}: {int(keep.sum())} instances -> {png}")
+    (out / "detections.json").write_text(json.dumps(results))
+    print(f"wrote {len(results)} detections (COCO results format, RLE masks) to {out / 'detections.json'}")
+    return 0
+
+
+def cmd_export_shapes(args):
+    from .data.coco import export_shapes
+    ann, images = export_shapes(args.out, args.n, args.seed)
+    print(f"wrote {args.n} shapes images to {images}/ and their annotations to {ann}")
+    return 0
+
+
+def build_parser():
     parser = argparse.ArgumentParser(prog="mrcnn-edu", description="Mask R-CNN from first principles.")
     parser.add_argument("--backend", choices=backend.BACKENDS, default=None,
                         help="array backend (default: $MRCNN_EDU_BACKEND or numpy)")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_demo = sub.add_parser("demo", help="print and draw the lecture's stages")
-    p_demo.add_argument("--out", default="runs/demo", help="folder for the figures (default: runs/demo)")
-    p_demo.add_argument("--backend", choices=backend.BACKENDS, default=argparse.SUPPRESS)
+    p = sub.add_parser("demo", help="print and draw the lecture's stages")
+    p.add_argument("--out", default="runs/demo", help="folder for the figures (default: runs/demo)")
+
+    p = sub.add_parser("train", help="train Mask R-CNN (default: the shapes model), then evaluate it")
+    p.add_argument("--out", default="runs/shapes", help="run folder (default: runs/shapes)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--steps", type=int, help="training steps (default 5000)")
+    p.add_argument("--batch-size", type=int, help="images a step (default 4)")
+    p.add_argument("--lr", type=float, help="peak learning rate of AdamW (default 2e-3)")
+    p.add_argument("--seed", type=int, help="seed of the data stream, initialization and sampling (default 0)")
+    p.add_argument("--eval-every", type=int, help="steps between validation AP (default 1000)")
+    p.add_argument("--val-images", type=int, help="validation images (default 100)")
+    p.add_argument("--coco-gt", help="train on a COCO-format data set: its annotations JSON ...")
+    p.add_argument("--images", help="... and its image folder")
+
+    p = sub.add_parser("evaluate", help="COCO AP of a model")
+    p.add_argument("--checkpoint", required=True, help="model.npz (or checkpoint.npz) from train")
+    p.add_argument("--coco-gt", help="a COCO-format annotations JSON (default: the shapes validation split)")
+    p.add_argument("--images", help="the image folder of --coco-gt")
+    p.add_argument("--results", help="also write the detections here (COCO results JSON, RLE masks)")
+    p.add_argument("--val-images", type=int, default=200, help="shapes validation images (default 200)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the shapes validation split (default 0)")
+    p.add_argument("--json", action="store_true", help="also print the metrics as one JSON line")
+
+    p = sub.add_parser("predict", help="draw the instances the model finds in your images")
+    p.add_argument("--checkpoint", required=True, help="model.npz from train")
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    p.add_argument("--out", default="runs/predict", help="folder for the PNGs and detections.json")
+    p.add_argument("--score-threshold", type=float, default=0.5, help="draw and write detections above this")
+
+    p = sub.add_parser("export-shapes", help="write shapes images and COCO annotations")
+    p.add_argument("--n", type=int, required=True, help="number of images")
+    p.add_argument("--seed", type=int, default=0, help="seed (the validation split of this seed)")
+    p.add_argument("--out", required=True, help="output folder (images/ and annotations.json)")
+    return parser
+
+
+COMMANDS = {"demo": lambda a: 0 if demo(a.out) else 1, "train": cmd_train, "evaluate": cmd_evaluate,
+            "predict": cmd_predict, "export-shapes": cmd_export_shapes}
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.backend:
         try:
             backend.use(args.backend)
         except RuntimeError as err:
             parser.exit(2, f"mrcnn-edu: {err}\n")
-    if args.command == "demo":
-        return 0 if demo(args.out) else 1
-    return 2  # pragma: no cover - argparse rejects unknown commands
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, FileNotFoundError, OSError) as err:
+        # DatasetError and CheckpointError are ValueErrors: a bad file gives a message, not a traceback
+        parser.exit(2, f"mrcnn-edu {args.command}: {err}\n")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,6 +5,7 @@ The stage functions themselves live in the library; nothing here recomputes them
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -17,7 +18,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from . import backend  # noqa: E402
 
 __all__ = ["draw_boxes", "anchors_figure", "iou_figure", "rpn_labels_figure", "nms_figure", "roi_figure",
-           "smooth_l1_figure", "save"]
+           "smooth_l1_figure", "draw_instances", "predictions_figure", "training_curves_figure", "save"]
 
 LABEL_COLOURS = {1: "tab:green", 0: "tab:red", -1: "0.7"}
 
@@ -144,6 +145,75 @@ def smooth_l1_figure(x, smooth, grad):
     left.set_title("loss", fontsize=10)
     right.plot(x, grad, linewidth=2)
     right.set_title("gradient: bounded by 1, so outliers do not explode", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+INSTANCE_COLOURS = plt.cm.tab10.colors
+
+
+def draw_instances(ax, image, detection, class_names, score_min=0.5):
+    """An image with its instances: translucent masks, boxes, and ``class score`` labels.
+
+    detection : dict with ``boxes`` D x 4, ``scores`` D, ``labels`` D, ``masks`` D x H x W bool (host or device)
+    """
+    image = _host(image)
+    d = {k: _host(v) for k, v in detection.items()}
+    shown = image.astype(np.float32) / 255.0
+    keep = np.flatnonzero(d["scores"] >= score_min)
+    for n, i in enumerate(keep):
+        colour = np.array(INSTANCE_COLOURS[n % len(INSTANCE_COLOURS)])
+        m = d["masks"][i]
+        shown[m] = 0.45 * shown[m] + 0.55 * colour
+    ax.imshow(shown)
+    for n, i in enumerate(keep):
+        colour = INSTANCE_COLOURS[n % len(INSTANCE_COLOURS)]
+        label = int(d["labels"][i])
+        name = class_names[label] if label < len(class_names) else str(label)
+        draw_boxes(ax, d["boxes"][i:i + 1], colour, 1.5, labels=[f"{name} {d['scores'][i]:.2f}"])
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def predictions_figure(images, detections, class_names, columns=4):
+    """A grid of images with their predicted instances (``draw_instances``)."""
+    rows = max(1, math.ceil(len(images) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, image, det in zip(axes.ravel(), images, detections):
+        ax.axis("on")
+        draw_instances(ax, image, det, class_names)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves_figure(records):
+    """Loss parts against steps (left, log scale) and validation AP against steps (right).
+
+    records : the lines of ``metrics.jsonl`` (dicts with ``step`` and loss keys, or ``step`` and ``eval``)
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    logs = [r for r in records if "loss" in r]
+    if logs:
+        steps = [r["step"] for r in logs]
+        for key in ("loss", "loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"):
+            left.plot(steps, [r[key] for r in logs], label=key, linewidth=2 if key == "loss" else 1)
+        left.set_yscale("log")
+        left.legend(fontsize=7)
+    left.set_xlabel("step")
+    left.set_title("training losses", fontsize=10)
+    evals = [r for r in records if "eval" in r]
+    if evals:
+        steps = [r["step"] for r in evals]
+        for kind, style in (("mask", "-o"), ("box", "--s")):
+            for key in ("AP", "AP50", "AP75"):
+                right.plot(steps, [r["eval"][f"{kind}_{key}"] for r in evals], style, markersize=3,
+                           label=f"{kind} {key}")
+        right.legend(fontsize=7)
+        right.set_ylim(0, 1)
+    right.set_xlabel("step")
+    right.set_title("validation (COCO metric)", fontsize=10)
     fig.tight_layout()
     return fig
 
