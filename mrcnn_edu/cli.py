@@ -309,6 +309,8 @@ COMMANDS = {"demo": lambda a: 0 if demo(a.out) else 1, "train": cmd_train, "eval
 
 
 def main(argv=None):
+    import matplotlib
+    matplotlib.use("Agg")  # the command line writes files and never opens a window (headless machines too)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.backend:

@@ -8,14 +8,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")  # files, never a window: the demo and the tests run headless
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-
-from . import backend  # noqa: E402
+from . import backend
 
 __all__ = ["draw_boxes", "anchors_figure", "iou_figure", "rpn_labels_figure", "nms_figure", "roi_figure",
            "smooth_l1_figure", "draw_instances", "predictions_figure", "training_curves_figure", "save"]
@@ -50,11 +47,11 @@ def anchors_figure(anchors, image_size, stride, k):
     height, width = image_size
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
     cells = len(anchors) // k
-    centre_cell = (cells // 2) // 1
+    centres = (anchors[::k, :2] + anchors[::k, 2:]) / 2
+    centre_cell = int(np.argmin(((centres - [width / 2, height / 2]) ** 2).sum(axis=1)))  # nearest the middle
     _image_axes(left, height, width, f"the k = {k} anchors of one cell")
     draw_boxes(left, anchors[centre_cell * k:(centre_cell + 1) * k], colour="tab:blue")
     _image_axes(right, height, width, f"{cells} cells x {k} = {len(anchors)} anchors (stride {stride})")
-    centres = (anchors[::k, :2] + anchors[::k, 2:]) / 2
     right.plot(centres[:, 0], centres[:, 1], ".", markersize=2, color="tab:blue")
     outside = ((anchors[:, 0] < 0) | (anchors[:, 1] < 0) | (anchors[:, 2] > width) | (anchors[:, 3] > height)).mean()
     right.set_xlabel(f"{outside:.0%} of the anchors reach outside the image")
