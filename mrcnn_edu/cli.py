@@ -7,6 +7,7 @@
     evaluate       COCO AP, AP50, AP75 of a model on the shapes validation split or a COCO data set
     predict        draw instances on your images, and write them as COCO JSON
     export-shapes  write shapes images and their COCO annotations
+    lessons        start: copy the exercise stubs into your working copies; check [NN]: grade them
 
 A bad file or argument ends with one line that says what is wrong (exit status 2), not a traceback.
 """
@@ -262,6 +263,15 @@ def cmd_export_shapes(args):
     return 0
 
 
+def cmd_lessons(args):
+    from . import lessons
+    if args.action == "start":
+        lessons.start(stage=args.stage)
+        return 0
+    result = lessons.check(stage=args.stage)
+    return 0 if result["passed"] == result["total"] else 1
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="mrcnn-edu", description="Mask R-CNN from first principles.")
     parser.add_argument("--backend", choices=backend.BACKENDS, default=None,
@@ -297,6 +307,10 @@ def build_parser():
     p.add_argument("--out", default="runs/predict", help="folder for the PNGs and detections.json")
     p.add_argument("--score-threshold", type=float, default=0.5, help="draw and write detections above this")
 
+    p = sub.add_parser("lessons", help="graded exercises: start (make your working copies), check [NN] (grade them)")
+    p.add_argument("action", choices=["start", "check"])
+    p.add_argument("stage", nargs="?", default=None, help="one lesson, e.g. 01 (default: all)")
+
     p = sub.add_parser("export-shapes", help="write shapes images and COCO annotations")
     p.add_argument("--n", type=int, required=True, help="number of images")
     p.add_argument("--seed", type=int, default=0, help="seed (the validation split of this seed)")
@@ -305,7 +319,7 @@ def build_parser():
 
 
 COMMANDS = {"demo": lambda a: 0 if demo(a.out) else 1, "train": cmd_train, "evaluate": cmd_evaluate,
-            "predict": cmd_predict, "export-shapes": cmd_export_shapes}
+            "predict": cmd_predict, "export-shapes": cmd_export_shapes, "lessons": cmd_lessons}
 
 
 def main(argv=None):

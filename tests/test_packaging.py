@@ -140,7 +140,7 @@ def test_the_package_is_found_and_pytest_is_configured():
     config = pyproject()
     assert config["tool"]["setuptools"]["packages"]["find"]["include"] == ["mrcnn_edu*"]
     pytest_opts = config["tool"]["pytest"]["ini_options"]
-    assert pytest_opts["testpaths"] == ["tests"]
+    assert pytest_opts["testpaths"] == ["tests", "lessons"]
     assert {m.split(":")[0] for m in pytest_opts["markers"]} == {"gpu", "oracle", "slow"}
 
 
