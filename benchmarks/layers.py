@@ -1,0 +1,146 @@
+"""Convolution speed: forward + backward of ``mrcnn_edu.nn.functional.conv2d`` at the shapes of a small
+detection backbone on 128 x 128 images, against the machine's NumPy float32 GEMM rate and PyTorch's CPU conv.
+
+    python benchmarks/layers.py                 # plain NumPy: the torch columns show "-"
+    /work/oracle/venv/bin/python benchmarks/layers.py   # with PyTorch installed: adds its time and the ratio
+
+Columns: the layer; our forward + backward time in ms (best of ``--reps``); its rate in GFLOP/s, counting
+the three GEMM-sized products (forward, dx, dw: 3 x 2 N C_out C_in kh kw OH OW flops); that rate as a
+percentage of the best float32 matrix product NumPy reaches on this machine (the physical limit for a
+GEMM-based conv); PyTorch's time for the same forward + backward (float32, gradients for x, w and b,
+its default threads); and our time over torch's. Thread counts are left as the environment sets them.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from mrcnn_edu.nn import functional as F  # noqa: E402
+
+try:
+    import torch
+except ImportError:  # the benchmark runs without the oracle
+    torch = None
+
+# (label, N, C_in, C_out, H = W, kernel, stride, padding): a 5-stage backbone on 4 images of 128 x 128,
+# an FPN lateral 1 x 1 conv, an RPN-head conv and the mask head's convs on 32 RoIs of 14 x 14
+SHAPES = [
+    ("stem 3x3 s1", 4, 3, 32, 128, 3, 1, 1),
+    ("c2 3x3 s2", 4, 32, 64, 128, 3, 2, 1),
+    ("c2 3x3 s1", 4, 64, 64, 64, 3, 1, 1),
+    ("c3 3x3 s2", 4, 64, 128, 64, 3, 2, 1),
+    ("c3 3x3 s1", 4, 128, 128, 32, 3, 1, 1),
+    ("c4 3x3 s2", 4, 128, 128, 32, 3, 2, 1),
+    ("c4 3x3 s1", 4, 128, 128, 16, 3, 1, 1),
+    ("c5 3x3 s2", 4, 128, 128, 16, 3, 2, 1),
+    ("c5 3x3 s1", 4, 128, 128, 8, 3, 1, 1),
+    ("fpn 1x1", 4, 128, 64, 32, 1, 1, 0),
+    ("rpn 3x3", 4, 64, 64, 32, 3, 1, 1),
+    ("mask 3x3", 32, 64, 64, 14, 3, 1, 1),
+]
+
+
+def best_time(fn, reps):
+    fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def gemm_rate(reps):
+    """The best float32 GEMM rate NumPy reaches here, in GFLOP/s (square products, the BLAS's best case)."""
+    gen = np.random.default_rng(0)
+    best = 0.0
+    for n in (1024, 2048):
+        a, b = (gen.standard_normal((n, n), dtype=np.float32) for _ in range(2))
+        best = max(best, 2 * n ** 3 / best_time(lambda: a @ b, reps) / 1e9)
+    return best
+
+
+def ours(x, w, b, stride, padding):
+    def run():
+        out, cache = F.conv2d(x, w, b, stride, padding)
+        F.conv2d_backward(dout, cache)
+    out, _ = F.conv2d(x, w, b, stride, padding)
+    dout = np.random.default_rng(1).standard_normal(out.shape, dtype=np.float32)
+    return run, out.shape
+
+
+def theirs(x, w, b, stride, padding, out_shape):
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    dout = torch.randn(out_shape)
+
+    def run():
+        out = torch.nn.functional.conv2d(tx, tw, tb, stride=stride, padding=padding)
+        torch.autograd.grad(out, (tx, tw, tb), dout)
+    return run
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=7, help="timed repetitions per shape (the best is kept)")
+    args = parser.parse_args(argv)
+    gemm = gemm_rate(args.reps)
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} logical cores; NumPy {np.__version__}; "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
+          + (f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads)" if torch else "PyTorch absent"))
+    print(f"NumPy float32 GEMM rate: {gemm:.0f} GFLOP/s (best square product, 1024 and 2048)\n")
+    header = f"| {'layer':<12} | {'N x C_in x H x W -> C_out, k, s':<32} | {'ours ms':>8} | {'GFLOP/s':>7} | " \
+             f"{'% GEMM':>6} | {'torch ms':>8} | {'ours/torch':>10} |"
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    gen = np.random.default_rng(0)
+    cases = []
+    for label, n, c_in, c_out, size, k, s, p in SHAPES:
+        x = gen.standard_normal((n, c_in, size, size), dtype=np.float32)
+        w = (gen.standard_normal((c_out, c_in, k, k), dtype=np.float32) * 0.1).astype(np.float32)
+        cases.append((label, x, w, np.zeros(c_out, dtype=np.float32), s, p))
+    # all of ours first, then all of torch's: torch's OpenMP threads keep spinning for a while after each
+    # call, and would steal the cores from NumPy's BLAS threads if the two alternated
+    results = []
+    for label, x, w, b, s, p in cases:
+        run, out_shape = ours(x, w, b, s, p)
+        flops = 3 * 2 * x.shape[0] * w.shape[0] * w[0].size * out_shape[2] * out_shape[3]
+        results.append([label, x, w, s, out_shape, flops, best_time(run, args.reps), None])
+    if torch is not None:
+        time.sleep(1.0)
+        for r, (label, x, w, b, s, p) in zip(results, cases):
+            r[7] = best_time(theirs(x, w, b, s, p, r[4]), args.reps)
+    for label, x, w, s, _, flops, t_ours, t_torch in results:
+        n, c_in, size = x.shape[0], x.shape[1], x.shape[2]
+        shape = f"{n}x{c_in}x{size}x{size} -> {w.shape[0]}, {w.shape[2]}x{w.shape[3]}, s{s}"
+        print(row(label, shape, t_ours, flops, gemm, t_torch))
+    total_torch = sum(r[7] for r in results) if torch is not None else None
+    print(row("total", "", sum(r[6] for r in results), sum(r[5] for r in results), gemm, total_torch))
+
+
+def row(label, shape, t_ours, flops, gemm, t_torch):
+    rate = flops / t_ours / 1e9
+    torch_ms = f"{t_torch * 1e3:8.2f}" if t_torch else f"{'-':>8}"
+    ratio = f"{t_ours / t_torch:10.2f}" if t_torch else f"{'-':>10}"
+    return (f"| {label:<12} | {shape:<32} | {t_ours * 1e3:8.2f} | {rate:7.0f} | {100 * rate / gemm:5.0f}% | "
+            f"{torch_ms} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()

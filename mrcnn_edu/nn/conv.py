@@ -1,0 +1,314 @@
+"""Stage 6 of the lecture: convolution as one matrix product (im2col + GEMM), forward and backward side by side.
+
+Used by the backbone ("Network architecture: Backbone - ResNet / FPN"), the RPN head and the mask head, a
+small fully convolutional network ("Mask Head on Faster R-CNN", "Fully Convolutional Networks") whose
+2 x 2 stride-2 transposed convolution doubles the mask resolution.
+
+Shapes (N images, C / C_in input channels, C_out output channels, H x W input, OH x OW output,
+kh x kw kernel, sh, sw strides, ph, pw paddings):
+
+    x    N x C_in x H x W            w    C_out x C_in x kh x kw  (conv2d, as PyTorch)
+    out  N x C_out x OH x OW         w    C_in x C_out x kh x kw  (conv_transpose2d, as PyTorch)
+    b    C_out, or None              OH = (H + 2 ph - kh) // sh + 1   (conv2d)
+
+The idea (CS231n, DeZero): gather every kh x kw window of the padded input into a column, so that the
+convolution becomes the matrix product ``W (C_out x C_in kh kw) @ cols (C_in kh kw x OH OW)``, once per
+image; a BLAS GEMM runs that product close to the machine's peak. ``im2col`` pads once and loops over the
+kh x kw kernel offsets only: offset ``(i, j)`` is one strided slice of the padded input, the same for
+every output pixel, so no index arrays and no loop over pixels. ``col2im`` is its adjoint (it scatters a
+column back with ``+=`` on the same slices), and the backward pass is three products:
+
+    dW    = sum_n dout_n @ cols_n^T        (C_out x C_in kh kw)
+    dcols = W^T @ dout_n                   (C_in kh kw x OH OW), then dx = col2im(dcols)
+    db    = sum of dout over images and pixels
+
+Layout (measured on 2 CPU cores with benchmarks/layers.py): the columns are kept as
+``N x (C_in kh kw) x (OH OW)``, which is what the slices write without any transpose, and the batched
+product ``W @ cols`` then yields ``N x C_out x (OH OW)``, already the N C H W output. DeZero's
+``(N OH OW) x (C kh kw)`` layout needs a transpose copy of the columns (9 times the input, for a 3 x 3
+kernel) and of the output instead; an N H W C layout moves the transposes onto x and dout, but its
+copies were no faster. A 1 x 1 convolution without padding needs no columns: they are the input itself.
+The copies, not the GEMMs, take most of the time at large maps: see benchmarks/layers.py.
+
+``conv_transpose2d`` is the adjoint of ``conv2d`` with respect to its input: its forward is conv2d's
+``dx`` computation (a GEMM, then col2im) and its backward is conv2d's forward (im2col, then a GEMM).
+All functions follow the array module of their inputs (NumPy or CuPy) and keep the input's float dtype.
+"""
+from __future__ import annotations
+
+import numbers
+
+from .. import backend
+from .._validate import as_float_array, check_finite, check_ndim
+
+__all__ = ["conv_output_size", "conv_transpose_output_size", "im2col", "col2im", "conv2d", "conv2d_backward",
+           "conv_transpose2d", "conv_transpose2d_backward"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# input checks shared by every layer (functional.py imports them from here)
+# ----------------------------------------------------------------------------------------------------
+
+def float_input(x, name, what, ndim=None, min_ndim=0):
+    """``x`` as a finite float array of its own array module with ``ndim`` (or >= ``min_ndim``) axes.
+
+    ``what`` names the axes for the error message, e.g. ``"N x C x H x W"``.
+    """
+    x = as_float_array(x, name)
+    if ndim is not None:
+        check_ndim(x, name, ndim, what)
+    elif x.ndim < min_ndim:
+        raise ValueError(f"{name}: expected {what}, got shape {tuple(x.shape)}")
+    check_finite(x, name)
+    return x
+
+
+def check_param(p, name, x, shape, what):
+    """A parameter (weight, bias, scale) of ``x``'s array module and dtype, of the exact ``shape``.
+
+    ``shape`` may hold None for a free axis. A float64 weight with a float32 input is a ``TypeError``
+    rather than a silent float64 computation (slower, and a sign of a mixed-up model).
+    """
+    p = as_float_array(p, name, backend.get_array_module(x))
+    if p.ndim != len(shape) or any(s is not None and s != t for s, t in zip(shape, p.shape)):
+        want = " x ".join("?" if s is None else str(s) for s in shape)
+        raise ValueError(f"{name}: expected {what} of shape {want}, got shape {tuple(p.shape)}")
+    if p.dtype != x.dtype:
+        raise TypeError(f"{name}: dtype {p.dtype} differs from the input's {x.dtype}; cast one of them")
+    check_finite(p, name)
+    return p
+
+
+def check_dout(dout, shape, dtype):
+    """The upstream gradient: a finite array of the forward output's exact ``shape``, cast to ``dtype``."""
+    dout = as_float_array(dout, "dout")
+    if tuple(dout.shape) != tuple(shape):
+        raise ValueError(f"dout: expected the forward output's shape {tuple(shape)}, got {tuple(dout.shape)}")
+    check_finite(dout, "dout")
+    return dout.astype(dtype, copy=False)
+
+
+def size_pair(v, name, minimum=1):
+    """An int or a pair of ints as a pair ``(vertical, horizontal)`` of ints >= ``minimum``."""
+    if isinstance(v, numbers.Integral):
+        v = (v, v)
+    try:
+        a, b = v
+        if not (isinstance(a, numbers.Integral) and isinstance(b, numbers.Integral)):
+            raise TypeError
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected an int or a pair of ints, got {v!r}") from None
+    if a < minimum or b < minimum:
+        raise ValueError(f"{name}: expected sizes >= {minimum}, got {v!r}")
+    return int(a), int(b)
+
+
+# ----------------------------------------------------------------------------------------------------
+# im2col and its adjoint col2im
+# ----------------------------------------------------------------------------------------------------
+
+def conv_output_size(size, kernel, stride, padding):
+    """Output length of a convolution along one axis: ``(size + 2 padding - kernel) // stride + 1``."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _pad(x, ph, pw):
+    """``x`` (N x C x H x W) with ``ph`` zero rows above and below and ``pw`` zero columns left and right."""
+    if ph == 0 and pw == 0:
+        return x
+    xp = backend.get_array_module(x)
+    n, c, h, w = x.shape
+    padded = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
+    padded[:, :, ph:ph + h, pw:pw + w] = x
+    return padded
+
+
+def im2col(x, kernel_size, stride, padding):
+    """The windows of ``x`` as columns: ``N x C x H x W`` -> ``N x (C kh kw) x (OH OW)``.
+
+    Row ``(c, i, j)`` of image n's matrix holds ``x_padded[n, c, i + sh * oy, j + sw * ox]`` for every output
+    pixel ``(oy, ox)``: the input that kernel tap ``(c, i, j)`` sees. One strided slice per kernel offset.
+    """
+    xp = backend.get_array_module(x)
+    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
+    n, c, h, w = x.shape
+    oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
+    padded = _pad(x, ph, pw)
+    cols = xp.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, i, j] = padded[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
+    return cols.reshape(n, c * kh * kw, oh * ow)
+
+
+def col2im(cols, x_shape, kernel_size, stride, padding):
+    """The adjoint of ``im2col``: ``N x (C kh kw) x (OH OW)`` -> ``N x C x H x W``.
+
+    Every column entry is added back to the input pixel it was copied from; pixels that several windows
+    share (stride < kernel) receive the sum. For ``im2col``'s output this is *not* an inverse: it is the
+    transpose, which is exactly what backpropagation needs.
+    """
+    xp = backend.get_array_module(cols)
+    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
+    n, c, h, w = x_shape
+    oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
+    cols = cols.reshape(n, c, kh, kw, oh, ow)
+    # the windows may stop short of the padded border when (H + 2 ph - kh) is not a multiple of sh
+    padded = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            padded[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += cols[:, :, i, j]
+    if ph == 0 and pw == 0:
+        return padded
+    return padded[:, :, ph:ph + h, pw:pw + w]
+
+
+def _is_pointwise(kernel_size, padding):
+    return kernel_size == (1, 1) and padding == (0, 0)
+
+
+def _pointwise_cols(x, stride):
+    """The columns of a 1 x 1 convolution: the (strided) input itself, ``N x C x (OH OW)``, no copy at stride 1."""
+    if stride != (1, 1):
+        x = x[:, :, ::stride[0], ::stride[1]]
+    n, c, oh, ow = x.shape
+    return x.reshape(n, c, oh * ow)
+
+
+def _pointwise_dx(dcols, x_shape, stride):
+    """The adjoint of ``_pointwise_cols``: ``N x C x (OH OW)`` -> ``N x C x H x W``."""
+    xp = backend.get_array_module(dcols)
+    n, c, h, w = x_shape
+    if stride == (1, 1):
+        return dcols.reshape(x_shape)
+    dx = xp.zeros(x_shape, dtype=dcols.dtype)
+    sub = dx[:, :, ::stride[0], ::stride[1]]
+    sub[...] = dcols.reshape(sub.shape)
+    return dx
+
+
+def _to_cols(x, kernel_size, stride, padding):
+    if _is_pointwise(kernel_size, padding):
+        return _pointwise_cols(x, stride)
+    return im2col(x, kernel_size, stride, padding)
+
+
+def _from_cols(dcols, x_shape, kernel_size, stride, padding):
+    if _is_pointwise(kernel_size, padding):
+        return _pointwise_dx(dcols, x_shape, stride)
+    return col2im(dcols, x_shape, kernel_size, stride, padding)
+
+
+# ----------------------------------------------------------------------------------------------------
+# conv2d
+# ----------------------------------------------------------------------------------------------------
+
+def _check_conv(x, w, b, stride, padding, transposed):
+    """Validated ``(x, w, b, stride, padding)``; w's input-channel axis is 0 when ``transposed``, else 1."""
+    x = float_input(x, "x", "N x C x H x W", ndim=4)
+    c = x.shape[1]
+    shape = (c, None, None, None) if transposed else (None, c, None, None)
+    what = "C_in x C_out x kh x kw" if transposed else "C_out x C_in x kh x kw"
+    w = check_param(w, "w", x, shape, f"{what} with C_in = {c} (x's channels)")
+    if w.size == 0:
+        raise ValueError(f"w: expected a non-empty kernel, got shape {tuple(w.shape)}")
+    c_out = w.shape[1] if transposed else w.shape[0]
+    b = None if b is None else check_param(b, "b", x, (c_out,), "a bias per output channel (C_out)")
+    return x, w, b, size_pair(stride, "stride"), size_pair(padding, "padding", minimum=0)
+
+
+def conv2d(x, w, b=None, stride=1, padding=0):
+    """2-D convolution (cross-correlation, as in PyTorch), returns ``(out, cache)``.
+
+    x : N x C_in x H x W float array; w : C_out x C_in x kh x kw (kh != kw allowed); b : C_out or None;
+    stride, padding : an int or a pair ``(vertical, horizontal)``; zero padding.
+    out : N x C_out x OH x OW with ``OH = (H + 2 ph - kh) // sh + 1``, the dtype of ``x``.
+    """
+    x, w, b, stride, padding = _check_conv(x, w, b, stride, padding, transposed=False)
+    n, _, h, wd = x.shape
+    c_out, _, kh, kw = w.shape
+    oh, ow = conv_output_size(h, kh, stride[0], padding[0]), conv_output_size(wd, kw, stride[1], padding[1])
+    if oh < 1 or ow < 1:
+        raise ValueError(f"x: its {h} x {wd} maps, padded by {padding}, are smaller than the {kh} x {kw} kernel")
+    cols = _to_cols(x, (kh, kw), stride, padding)            # N x C_in kh kw x OH OW
+    out = w.reshape(c_out, -1) @ cols                        # N x C_out x OH OW: one GEMM per image
+    if b is not None:
+        out += b[:, None]
+    out = out.reshape(n, c_out, oh, ow)
+    return out, (x.shape, w, b is not None, cols, stride, padding, out.shape)
+
+
+def conv2d_backward(dout, cache, need_dx=True):
+    """Gradients of ``conv2d``: ``(dx, dw, db)`` with the shapes of ``x``, ``w``, ``b`` (``db`` None without bias).
+
+    dout : N x C_out x OH x OW, the gradient of the loss with respect to ``conv2d``'s output.
+    need_dx : False skips ``dx`` (returned as None): the first layer's input is the image, which needs
+    no gradient, and ``dx`` (a GEMM and col2im) is about half of the backward's work.
+    """
+    x_shape, w, has_bias, cols, stride, padding, out_shape = cache
+    c_out, _, kh, kw = w.shape
+    n, _, oh, ow = out_shape
+    dout = check_dout(dout, out_shape, w.dtype).reshape(n, c_out, oh * ow)
+    db = dout.sum(axis=(0, 2)) if has_bias else None
+    # one GEMM per image, summed; matmul reads the transposed columns in place, without a copy
+    dw = (dout @ cols.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)
+    if not need_dx:
+        return None, dw, db
+    dcols = w.reshape(c_out, -1).T @ dout                    # N x C_in kh kw x OH OW
+    return _from_cols(dcols, x_shape, (kh, kw), stride, padding), dw, db
+
+
+# ----------------------------------------------------------------------------------------------------
+# conv_transpose2d: conv2d with the roles of its forward and its input gradient swapped
+# ----------------------------------------------------------------------------------------------------
+
+def conv_transpose_output_size(size, kernel, stride, padding, output_padding=0):
+    """Output length of a transposed convolution: ``(size - 1) stride - 2 padding + kernel + output_padding``."""
+    return (size - 1) * stride - 2 * padding + kernel + output_padding
+
+
+def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0):
+    """Transposed convolution (PyTorch's ``conv_transpose2d``), returns ``(out, cache)``.
+
+    x : N x C_in x H x W; w : C_in x C_out x kh x kw; b : C_out or None;
+    stride, padding, output_padding : an int or a pair; ``output_padding`` (< stride) adds rows/columns at
+    the bottom/right so that a stride-s layer can invert any conv2d output size.
+    out : N x C_out x OH x OW, ``OH = (H - 1) sh - 2 ph + kh + oph``.
+
+    Each input pixel paints a ``kh x kw`` copy of the kernel, scaled by its value, at ``stride`` spacing,
+    and overlapping paint adds up: exactly ``conv2d``'s input gradient, ``col2im(W^T @ x)``. The mask
+    head's 2 x 2, stride-2 layer doubles a 14 x 14 map to 28 x 28 with no overlaps.
+    """
+    x, w, b, stride, padding = _check_conv(x, w, b, stride, padding, transposed=True)
+    out_pad = size_pair(output_padding, "output_padding", minimum=0)
+    if out_pad[0] >= stride[0] or out_pad[1] >= stride[1]:
+        raise ValueError(f"output_padding: expected values smaller than stride {stride}, got {out_pad}")
+    n, c_in, h, wd = x.shape
+    _, c_out, kh, kw = w.shape
+    out_shape = (n, c_out, conv_transpose_output_size(h, kh, stride[0], padding[0], out_pad[0]),
+                 conv_transpose_output_size(wd, kw, stride[1], padding[1], out_pad[1]))
+    if out_shape[2] < 1 or out_shape[3] < 1:
+        raise ValueError(f"padding: {padding} crops away the whole output of a {h} x {wd} input")
+    # out is the input of the conv2d whose output has x's size; conv2d's windows stop short of the
+    # output_padding rows, which therefore receive only the bias
+    dcols = w.reshape(c_in, -1).T @ x.reshape(n, c_in, h * wd)     # N x C_out kh kw x H W
+    out = _from_cols(dcols, out_shape, (kh, kw), stride, padding)
+    if b is not None:
+        out += b[:, None, None]
+    return out, (x, w, b is not None, stride, padding, out_shape)
+
+
+def conv_transpose2d_backward(dout, cache):
+    """Gradients of ``conv_transpose2d``: ``(dx, dw, db)`` (``db`` None without bias).
+
+    dout : N x C_out x OH x OW. ``dx`` is ``conv2d(dout, w)`` at the same stride and padding (im2col + GEMM).
+    """
+    x, w, has_bias, stride, padding, out_shape = cache
+    n, c_in, h, wd = x.shape
+    _, _, kh, kw = w.shape
+    dout = check_dout(dout, out_shape, w.dtype)
+    db = dout.sum(axis=(0, 2, 3)) if has_bias else None
+    cols = _to_cols(dout, (kh, kw), stride, padding)              # N x C_out kh kw x H W
+    dx = (w.reshape(c_in, -1) @ cols).reshape(x.shape)
+    dw = (x.reshape(n, c_in, h * wd) @ cols.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)
+    return dx, dw, db

@@ -1,0 +1,308 @@
+"""Stage 6 of the lecture: optimizers, learning-rate schedules and gradient clipping.
+
+An optimizer holds a dict of parameters by name (``model.parameters()``: the arrays the layers use) and
+updates them *in place* from a dict of gradients under the same names (``model.gradients()``):
+
+    opt = SGD(model.parameters(), lr=0.02, momentum=0.9, weight_decay=1e-4)
+    for step in range(steps):
+        model.zero_grad()
+        ...forward, loss, backward...
+        clip_grad_norm(model.gradients(), max_norm=10.0)
+        opt.lr = schedule(step)
+        opt.step(model.gradients())
+
+A parameter without a gradient this step (a branch that was not used) is left alone, moments included,
+as in PyTorch. The update rules are PyTorch's (``torch.optim.SGD``, ``Adam``, ``AdamW``), so the oracle
+tests compare them step by step. Each optimizer's state (momentum buffers, moments, step count) is a
+dict of arrays (``state_dict`` / ``load_state_dict``) that ``mrcnn_edu.checkpoint`` saves.
+Arrays follow the array module of the parameters (NumPy or CuPy); hyperparameters are Python floats.
+"""
+from __future__ import annotations
+
+import math
+
+from . import backend
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "WarmupStepLR", "WarmupCosineLR", "clip_grad_norm",
+           "global_grad_norm"]
+
+
+class Optimizer:
+    """The bookkeeping every optimizer shares: parameters, learning rate, step count, per-parameter slots.
+
+    params : dict name -> float array (updated in place; do not rebind a layer's parameter afterwards).
+    Subclasses name their per-parameter state arrays in ``slots`` and implement ``update(name, p, g)``.
+    """
+
+    slots = ()
+
+    def __init__(self, params, lr):
+        if not isinstance(params, dict) or not params:
+            raise TypeError("params: expected a non-empty dict name -> array, such as model.parameters()")
+        self.params = params
+        self.lr = _positive(lr, "lr", allow_zero=True)
+        self.t = 0                                            # number of steps taken
+        self.counts = {}                                      # name -> updates of that parameter so far
+        self.state = {slot: {} for slot in self.slots}        # slot -> name -> array like the parameter
+
+    def hyperparameters(self):
+        """The settings saved with the state (floats and bools), e.g. ``{"lr": 0.01, "momentum": 0.9}``."""
+        return {"lr": self.lr}
+
+    def step(self, grads):
+        """One update of every parameter that has a gradient in ``grads`` (same names as ``params``)."""
+        unknown = sorted(set(grads) - set(self.params))
+        if unknown:
+            raise ValueError(f"grads: no parameter named {unknown[0]!r} (known: {sorted(self.params)[:5]}...)")
+        self.t += 1
+        for name, p in self.params.items():
+            g = grads.get(name)
+            if g is None:
+                continue
+            if g.shape != p.shape:
+                raise ValueError(f"grads[{name!r}]: expected shape {tuple(p.shape)}, got {tuple(g.shape)}")
+            self.counts[name] = self.counts.get(name, 0) + 1
+            self.update(name, p, g.astype(p.dtype, copy=False))
+
+    def update(self, name, p, g):
+        raise NotImplementedError
+
+    def _slot(self, slot, name, p):
+        """The state array ``slot`` of parameter ``name``, zeros at first use."""
+        arrays = self.state[slot]
+        if name not in arrays:
+            arrays[name] = backend.get_array_module(p).zeros_like(p)
+        return arrays[name]
+
+    # -- saving and restoring --------------------------------------------------------------------------
+    def state_dict(self):
+        """``{"type", "t", "counts", "hyper", "slots": {slot: {name: array}}}``: everything a resume needs.
+
+        The arrays are copies: the dict is a snapshot that later steps do not change.
+        """
+        return {"type": type(self).__name__, "t": self.t, "counts": dict(self.counts),
+                "hyper": self.hyperparameters(),
+                "slots": {slot: {name: v.copy() for name, v in arrays.items()} for slot, arrays in self.state.items()}}
+
+    def check_state_dict(self, state):
+        """Raise ``ValueError`` unless ``state`` fits this optimizer and its parameters; changes nothing.
+
+        It must come from the same optimizer type, name only parameters this optimizer has, with their
+        shapes. Returns the state's arrays on the parameters' array module and dtype.
+        """
+        if state.get("type") != type(self).__name__:
+            raise ValueError(f"optimizer state: saved by {state.get('type')}, cannot load into {type(self).__name__}")
+        hyper = state["hyper"]
+        if set(hyper) != set(self.hyperparameters()):
+            raise ValueError(f"optimizer state: settings {sorted(hyper)}, expected {sorted(self.hyperparameters())}")
+        unknown = sorted(set(state["counts"]) - set(self.params))
+        if unknown:
+            raise ValueError(f"optimizer state: counts a parameter {unknown[0]!r} the model lacks")
+        slots = {}
+        for slot in self.slots:
+            saved = state["slots"].get(slot, {})
+            unknown = sorted(set(saved) - set(self.params))
+            if unknown:
+                raise ValueError(f"optimizer state: slot {slot!r} has a parameter {unknown[0]!r} the model lacks")
+            slots[slot] = {}
+            for name, value in saved.items():
+                p = self.params[name]
+                if tuple(value.shape) != tuple(p.shape):
+                    raise ValueError(f"optimizer state: {slot}[{name!r}] has shape {tuple(value.shape)}, "
+                                     f"the parameter has {tuple(p.shape)}")
+                slots[slot][name] = backend.get_array_module(p).asarray(value).astype(p.dtype)   # a copy
+        return slots
+
+    def load_state_dict(self, state):
+        """Restore a ``state_dict`` (arrays copied onto the parameters' array module and dtype).
+
+        Raises ``ValueError`` (and changes nothing) when it belongs to another optimizer type or to
+        parameters of other names or shapes.
+        """
+        slots = self.check_state_dict(state)
+        for key, value in state["hyper"].items():
+            setattr(self, key, value)
+        self.t = int(state["t"])
+        self.counts = {name: int(c) for name, c in state["counts"].items()}
+        self.state = slots
+
+
+def _positive(v, name, allow_zero=False):
+    v = float(v)
+    if not (v > 0 or (allow_zero and v == 0)) or math.isinf(v):
+        raise ValueError(f"{name}: expected a finite number {'>=' if allow_zero else '>'} 0, got {v!r}")
+    return v
+
+
+def _fraction(v, name):
+    v = float(v)
+    if not 0 <= v < 1:
+        raise ValueError(f"{name}: expected a number in [0, 1), got {v!r}")
+    return v
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum and L2 weight decay (PyTorch's rule, dampening 0):
+
+        g <- g + weight_decay * p;     v <- momentum * v + g;     p <- p - lr * v
+    (``nesterov=True``: ``p <- p - lr * (g + momentum * v)``; momentum 0: plain ``p <- p - lr * g``).
+    """
+
+    slots = ("momentum_buffer",)
+
+    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
+        super().__init__(params, lr)
+        self.momentum = _fraction(momentum, "momentum")
+        self.weight_decay = _positive(weight_decay, "weight_decay", allow_zero=True)
+        self.nesterov = bool(nesterov)
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov: needs momentum > 0")
+
+    def hyperparameters(self):
+        return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay,
+                "nesterov": self.nesterov}
+
+    def update(self, name, p, g):
+        if self.weight_decay:
+            g = g + self.weight_decay * p
+        if self.momentum:
+            v = self._slot("momentum_buffer", name, p)
+            v *= self.momentum
+            v += g
+            g = g + self.momentum * v if self.nesterov else v
+        p -= self.lr * g
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) with PyTorch's rule; ``weight_decay`` adds ``weight_decay * p`` to the gradient (L2):
+
+        m <- b1 m + (1 - b1) g;    v <- b2 v + (1 - b2) g^2
+        p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+
+    The bias corrections undo the zero start of m and v, so the first steps have the right size.
+    """
+
+    slots = ("exp_avg", "exp_avg_sq")
+    decoupled = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params, lr)
+        self.beta1, self.beta2 = _fraction(betas[0], "betas[0]"), _fraction(betas[1], "betas[1]")
+        self.eps = _positive(eps, "eps", allow_zero=True)
+        self.weight_decay = _positive(weight_decay, "weight_decay", allow_zero=True)
+
+    def hyperparameters(self):
+        return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
+                "weight_decay": self.weight_decay}
+
+    def update(self, name, p, g):
+        xp = backend.get_array_module(p)
+        if self.weight_decay and self.decoupled:
+            p *= 1 - self.lr * self.weight_decay
+        elif self.weight_decay:
+            g = g + self.weight_decay * p
+        m, v = self._slot("exp_avg", name, p), self._slot("exp_avg_sq", name, p)
+        m *= self.beta1
+        m += (1 - self.beta1) * g
+        v *= self.beta2
+        v += (1 - self.beta2) * (g * g)
+        t = self.counts[name]                                 # this parameter's updates, as PyTorch
+        correction1, correction2 = 1 - self.beta1 ** t, 1 - self.beta2 ** t
+        denom = xp.sqrt(v) / math.sqrt(correction2) + self.eps
+        p -= (self.lr / correction1) * (m / denom)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter): ``p <- p (1 - lr wd)`` before the Adam step,
+    so the decay does not pass through the adaptive scaling (PyTorch's AdamW, default ``weight_decay=0.01``)."""
+
+    decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+        super().__init__(params, lr, betas, eps, weight_decay)
+
+
+# ----------------------------------------------------------------------------------------------------
+# learning-rate schedules: callables step -> lr (step counts from 0)
+# ----------------------------------------------------------------------------------------------------
+
+class _Warmup:
+    """Linear warmup from ``warmup_factor * base_lr`` to ``base_lr`` over ``warmup_steps`` (Detectron's).
+
+    Training from scratch with a large learning rate diverges in the first steps, while the gradients are
+    still large and their directions noisy; a short ramp avoids that.
+    """
+
+    def __init__(self, base_lr, warmup_steps=0, warmup_factor=0.001):
+        self.base_lr = _positive(base_lr, "base_lr")
+        if int(warmup_steps) != warmup_steps or warmup_steps < 0:
+            raise ValueError(f"warmup_steps: expected an int >= 0, got {warmup_steps!r}")
+        self.warmup_steps = int(warmup_steps)
+        self.warmup_factor = _positive(warmup_factor, "warmup_factor")
+
+    def warmup(self, step):
+        if step >= self.warmup_steps:
+            return 1.0
+        alpha = step / self.warmup_steps
+        return self.warmup_factor * (1 - alpha) + alpha
+
+
+class WarmupStepLR(_Warmup):
+    """``base_lr * gamma ** (number of milestones <= step)``, times the warmup ramp: Mask R-CNN's schedule."""
+
+    def __init__(self, base_lr, milestones, gamma=0.1, warmup_steps=0, warmup_factor=0.001):
+        super().__init__(base_lr, warmup_steps, warmup_factor)
+        self.milestones = sorted(int(m) for m in milestones)
+        self.gamma = _positive(gamma, "gamma")
+
+    def __call__(self, step):
+        decays = sum(1 for m in self.milestones if step >= m)
+        return self.base_lr * self.gamma ** decays * self.warmup(step)
+
+
+class WarmupCosineLR(_Warmup):
+    """Cosine decay from ``base_lr`` at step 0 to ``min_lr`` at ``total_steps``, times the warmup ramp:
+
+        lr(t) = min_lr + (base_lr - min_lr) (1 + cos(pi t / total_steps)) / 2
+    """
+
+    def __init__(self, base_lr, total_steps, warmup_steps=0, warmup_factor=0.001, min_lr=0.0):
+        super().__init__(base_lr, warmup_steps, warmup_factor)
+        self.total_steps = int(_positive(total_steps, "total_steps"))
+        self.min_lr = _positive(min_lr, "min_lr", allow_zero=True)
+
+    def __call__(self, step):
+        t = min(step, self.total_steps) / self.total_steps
+        cosine = self.min_lr + (self.base_lr - self.min_lr) * 0.5 * (1 + math.cos(math.pi * t))
+        return cosine * self.warmup(step)
+
+
+# ----------------------------------------------------------------------------------------------------
+# gradient-norm clipping
+# ----------------------------------------------------------------------------------------------------
+
+def global_grad_norm(grads):
+    """``sqrt(sum of g^2 over every gradient)``, as a Python float (one number for the whole model)."""
+    total = 0.0
+    for g in grads.values():
+        xp = backend.get_array_module(g)
+        total += float(xp.vdot(g.ravel(), g.ravel()))
+    return math.sqrt(total)
+
+
+def clip_grad_norm(grads, max_norm):
+    """Scale every gradient in place by ``max_norm / norm`` when the global norm exceeds ``max_norm``.
+
+    Returns the norm before clipping (worth logging: a spike says the step would have blown up), as
+    ``torch.nn.utils.clip_grad_norm_``, whose ``1e-6`` in the denominator this keeps. The direction of
+    the update is unchanged; only its length is capped.
+    """
+    max_norm = _positive(max_norm, "max_norm")
+    norm = global_grad_norm(grads)
+    if not math.isfinite(norm):
+        raise FloatingPointError(f"grads: the gradient norm is {norm}; the step before diverged")
+    scale = max_norm / (norm + 1e-6)
+    if scale < 1:
+        for g in grads.values():
+            g *= scale
+    return norm

@@ -1,0 +1,170 @@
+"""Stage 6, optimizers (mrcnn_edu/optim.py): update rules by hand, weight decay coupled vs decoupled,
+schedules, gradient clipping, state round trip, errors."""
+import math
+
+import numpy as np
+import pytest
+
+from mrcnn_edu import backend, optim
+
+
+def host(a):
+    return backend.to_host(a)
+
+
+def params_and_grads(xp, p, g):
+    return {"w": xp.asarray(p, dtype=xp.float64)}, {"w": xp.asarray(g, dtype=xp.float64)}
+
+
+def test_sgd_momentum_two_steps_by_hand(xp):
+    params, grads = params_and_grads(xp, [1.0, -2.0], [0.5, 1.0])
+    opt = optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=0.01)
+    opt.step(grads)
+    g1 = np.array([0.5, 1.0]) + 0.01 * np.array([1.0, -2.0])                     # v1 = g1
+    p1 = np.array([1.0, -2.0]) - 0.1 * g1
+    np.testing.assert_allclose(host(params["w"]), p1, rtol=1e-14)
+    opt.step(grads)
+    v2 = 0.9 * g1 + (np.array([0.5, 1.0]) + 0.01 * p1)
+    np.testing.assert_allclose(host(params["w"]), p1 - 0.1 * v2, rtol=1e-14)
+    assert opt.t == 2 and opt.counts == {"w": 2}
+
+
+def test_sgd_nesterov_and_plain(xp):
+    params, grads = params_and_grads(xp, [1.0], [2.0])
+    optim.SGD(params, lr=0.5).step(grads)
+    assert host(params["w"])[0] == 0.0                                          # 1 - 0.5 * 2
+    params, grads = params_and_grads(xp, [1.0], [2.0])
+    optim.SGD(params, lr=0.5, momentum=0.5, nesterov=True).step(grads)
+    assert host(params["w"])[0] == 1 - 0.5 * (2 + 0.5 * 2)
+
+
+def test_adam_first_step_moves_by_lr_times_sign(xp):
+    """After bias correction, step 1 is lr * g / (|g| + eps): every weight moves by about lr."""
+    params, grads = params_and_grads(xp, [1.0, 1.0, 1.0], [1e-3, -5.0, 200.0])
+    optim.Adam(params, lr=0.01).step(grads)
+    g = np.array([1e-3, -5.0, 200.0])
+    np.testing.assert_allclose(host(params["w"]), 1 - 0.01 * g / (np.abs(g) + 1e-8), rtol=1e-12)
+
+
+def test_adam_second_step_by_hand(xp):
+    params, _ = params_and_grads(xp, [0.0], [0.0])
+    opt = optim.Adam(params, lr=0.1, betas=(0.8, 0.9), eps=1e-8)
+    p, m, v = 0.0, 0.0, 0.0
+    for t, g in enumerate([1.0, -3.0], start=1):
+        opt.step({"w": xp.asarray([g])})
+        m, v = 0.8 * m + 0.2 * g, 0.9 * v + 0.1 * g * g
+        p -= 0.1 / (1 - 0.8 ** t) * m / (math.sqrt(v) / math.sqrt(1 - 0.9 ** t) + 1e-8)
+        np.testing.assert_allclose(host(params["w"])[0], p, rtol=1e-14)
+
+
+def test_adamw_decays_decoupled_adam_couples(xp):
+    """With a zero gradient, AdamW shrinks the weight by exactly (1 - lr wd) and Adam's moments stay 0;
+    Adam's L2 decay goes through the adaptive scaling instead and moves the weight by about lr."""
+    params, grads = params_and_grads(xp, [2.0, -4.0], [0.0, 0.0])
+    optim.AdamW(params, lr=0.1, weight_decay=0.5).step(grads)
+    np.testing.assert_allclose(host(params["w"]), [2.0 * 0.95, -4.0 * 0.95], rtol=1e-14)
+    params, grads = params_and_grads(xp, [2.0, -4.0], [0.0, 0.0])
+    optim.Adam(params, lr=0.1, weight_decay=0.5).step(grads)
+    np.testing.assert_allclose(host(params["w"]), [2.0 - 0.1, -4.0 + 0.1], rtol=1e-7)
+
+
+def test_parameters_without_gradient_are_left_alone(xp):
+    params = {"a": xp.ones(2), "b": xp.ones(3)}
+    opt = optim.Adam(params, lr=0.1)
+    opt.step({"a": xp.ones(2)})
+    opt.step({"a": xp.ones(2)})
+    opt.step({"a": xp.ones(2), "b": xp.ones(3)})
+    np.testing.assert_allclose(host(params["a"]), 1 - 0.3 * np.ones(2) / (1 + 1e-8), rtol=1e-14)
+    np.testing.assert_allclose(host(params["b"]), 1 - 0.1 / (1 + 1e-8), rtol=1e-14)   # its own step 1
+    assert opt.counts == {"a": 3, "b": 1} and opt.t == 3
+
+
+@pytest.mark.parametrize("make", [lambda p: optim.SGD(p, lr=0.1, momentum=0.9),
+                                  lambda p: optim.Adam(p, lr=0.1), lambda p: optim.AdamW(p, lr=0.1)],
+                         ids=["SGD", "Adam", "AdamW"])
+def test_optimizers_minimize_a_quadratic(xp, make):
+    """f(w) = |A w - y|^2 / 2 from w = 0: each optimizer gets within 1e-3 of the solution."""
+    gen = np.random.default_rng(0)
+    a = gen.standard_normal((6, 3)) + 2 * np.eye(6, 3)
+    y = gen.standard_normal(6)
+    solution = np.linalg.lstsq(a, y, rcond=None)[0]
+    A, Y = xp.asarray(a), xp.asarray(y)
+    params = {"w": xp.zeros(3)}
+    opt = make(params)
+    opt.weight_decay = 0.0
+    for step in range(3000):
+        opt.lr = optim.WarmupCosineLR(0.1, 3000, warmup_steps=50)(step)
+        opt.step({"w": A.T @ (A @ params["w"] - Y) / 6})
+    np.testing.assert_allclose(host(params["w"]), solution, atol=1e-3)
+
+
+def test_state_dict_round_trip_continues_identically(xp):
+    gen = np.random.default_rng(1)
+    grads = [{"w": xp.asarray(gen.standard_normal(4))} for _ in range(4)]
+    params = {"w": xp.asarray(gen.standard_normal(4))}
+    opt = optim.Adam(params, lr=0.05, weight_decay=0.1)
+    for g in grads[:2]:
+        opt.step(g)
+    state = opt.state_dict()
+    copy_params = {"w": params["w"].copy()}
+    resumed = optim.Adam(copy_params, lr=1.0)
+    resumed.load_state_dict(state)
+    assert resumed.lr == 0.05 and resumed.weight_decay == 0.1 and resumed.t == 2
+    for g in grads[2:]:
+        opt.step(g)
+        resumed.step(g)
+    np.testing.assert_array_equal(host(copy_params["w"]), host(params["w"]))
+
+
+def test_state_dict_mismatches_are_refused(xp):
+    opt = optim.SGD({"w": xp.ones(3)}, lr=0.1, momentum=0.9)
+    opt.step({"w": xp.ones(3)})
+    state = opt.state_dict()
+    with pytest.raises(ValueError, match="saved by SGD, cannot load into Adam"):
+        optim.Adam({"w": xp.ones(3)}).load_state_dict(state)
+    with pytest.raises(ValueError, match=r"momentum_buffer\['w'\] has shape \(3,\), the parameter has \(4,\)"):
+        optim.SGD({"w": xp.ones(4)}, lr=0.1, momentum=0.9).load_state_dict(state)
+    with pytest.raises(ValueError, match="parameter 'w' the model lacks"):
+        optim.SGD({"v": xp.ones(3)}, lr=0.1, momentum=0.9).load_state_dict(state)
+
+
+def test_bad_arguments(xp):
+    with pytest.raises(TypeError, match="params: expected a non-empty dict"):
+        optim.SGD([xp.ones(2)], lr=0.1)
+    with pytest.raises(ValueError, match="lr: expected a finite number >= 0"):
+        optim.SGD({"w": xp.ones(2)}, lr=-1)
+    with pytest.raises(ValueError, match=r"momentum: expected a number in \[0, 1\)"):
+        optim.SGD({"w": xp.ones(2)}, lr=0.1, momentum=1.5)
+    opt = optim.SGD({"w": xp.ones(2)}, lr=0.1)
+    with pytest.raises(ValueError, match="grads: no parameter named 'v'"):
+        opt.step({"v": xp.ones(2)})
+    with pytest.raises(ValueError, match=r"grads\['w'\]: expected shape \(2,\), got \(3,\)"):
+        opt.step({"w": xp.ones(3)})
+
+
+def test_warmup_step_schedule():
+    s = optim.WarmupStepLR(0.02, milestones=[100, 150], gamma=0.1, warmup_steps=10, warmup_factor=0.001)
+    assert s(0) == pytest.approx(0.02 * 0.001)
+    assert s(5) == pytest.approx(0.02 * (0.001 * 0.5 + 0.5))
+    assert [s(10), s(99), s(100), s(149), s(150), s(10 ** 6)] == pytest.approx(
+        [0.02, 0.02, 0.002, 0.002, 0.0002, 0.0002])
+
+
+def test_warmup_cosine_schedule():
+    s = optim.WarmupCosineLR(0.1, total_steps=100, warmup_steps=0, min_lr=0.001)
+    assert [s(0), s(50), s(100), s(200)] == pytest.approx([0.1, 0.0505, 0.001, 0.001])
+    w = optim.WarmupCosineLR(0.1, total_steps=100, warmup_steps=20, warmup_factor=0.01)
+    assert w(0) == pytest.approx(0.001)
+    assert w(10) == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 0.1)) * (0.01 * 0.5 + 0.5))
+
+
+def test_clip_grad_norm(xp):
+    grads = {"a": xp.asarray([3.0, 0.0]), "b": xp.asarray([[0.0], [4.0]])}
+    assert optim.clip_grad_norm(grads, max_norm=10.0) == pytest.approx(5.0)
+    np.testing.assert_array_equal(host(grads["a"]), [3.0, 0.0])                 # below the cap: unchanged
+    assert optim.clip_grad_norm(grads, max_norm=1.0) == pytest.approx(5.0)
+    np.testing.assert_allclose(host(grads["a"]), [0.6, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(host(grads["b"]), [[0.0], [0.8]], rtol=1e-6)
+    assert optim.global_grad_norm(grads) == pytest.approx(1.0, rel=1e-6)
+    with pytest.raises(FloatingPointError, match="gradient norm is nan"):
+        optim.clip_grad_norm({"a": xp.asarray([xp.nan])}, 1.0)
