@@ -250,7 +250,7 @@ class MaskRCNN(Module):
         pos_boxes = [s[0][p] for s, p in zip(sampled, pos)]
         l_mask = 0.0
         if sum(int(p.sum()) for p in pos):
-            mask_t = xp.concatenate([mask_targets(t["masks"], b, s[3][p], m)
+            mask_t = xp.concatenate([mask_targets(t["masks"], b, s[3][p], m, aligned=True)
                                      for t, s, p, b in zip(targets, sampled, pos, pos_boxes)])
             mask_feats, mask_rois = self._pool(p3, pos_boxes, cfg.mask_pool)
             mask_logits = self.mask_head.forward(mask_feats)

@@ -139,16 +139,21 @@ def fast_rcnn_loss(class_logits, box_regression, labels, regression_targets):
 # ---------------------------------------------------------------------------------------------------------
 # Mask targets (slide "mask target: the ground-truth mask cropped to the RoI, m x m").
 
-def mask_targets(gt_masks, proposals, matched_gt_index, m):
+def mask_targets(gt_masks, proposals, matched_gt_index, m, aligned=False):
     """Each RoI's ground-truth mask cropped and resized to m x m (torchvision ``project_masks_on_boxes``).
 
     gt_masks         : G x H x W bool or float, the image's instance masks (1 inside the object)
     proposals        : R x 4 float (x1, y1, x2, y2) in image pixels, the positive RoIs
     matched_gt_index : R int, the ground truth of each RoI, in [0, G)
     m                : int, the mask head's output size (28 in the paper)
+    aligned          : False as torchvision; True samples mask pixel ``(u, v)`` at the box point
+                       ``x1 + (u + 0.5) w / m`` in continuous coordinates (pixel ``i`` centred at ``i + 0.5``),
+                       the convention ``heads.paste_masks`` pastes back with. torchvision's False reads the
+                       ground truth half a pixel down and to the right of that: a model trained on those
+                       targets and pasted with pixel centres draws every mask half a pixel off.
     Returns R x m x m float (dtype of ``proposals``): RoIAlign of the mask, seen as a G x 1 x H x W feature
-    map, with RoIs (matched index, box), spatial scale 1, adaptive sampling, aligned=False. Values lie in
-    [0, 1]; the mask loss thresholds nothing, it trains on these soft values.
+    map, with RoIs (matched index, box), spatial scale 1, adaptive sampling. Values lie in [0, 1]; the mask
+    loss thresholds nothing, it trains on these soft values.
     """
     proposals = check_boxes(proposals, "proposals")
     xp = backend.get_array_module(proposals)
@@ -165,6 +170,6 @@ def mask_targets(gt_masks, proposals, matched_gt_index, m):
     if proposals.shape[0] == 0:
         return xp.zeros((0,) + size, dtype=proposals.dtype)
     rois = xp.concatenate([index[:, None].astype(proposals.dtype), proposals], axis=1)
-    targets = roi_align(maps, rois, size, spatial_scale=1.0, sampling_ratio=-1, aligned=False)[:, 0]
+    targets = roi_align(maps, rois, size, spatial_scale=1.0, sampling_ratio=-1, aligned=aligned)[:, 0]
     # bilinear weights sum to 1 only up to rounding: 1 + 1 ulp would fail the mask loss's [0, 1] check
     return xp.clip(targets, 0, 1)

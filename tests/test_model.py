@@ -114,3 +114,22 @@ def test_paste_masks_puts_a_full_mask_exactly_in_its_box(xp):
     want[4:20, 8:24] = True
     np.testing.assert_array_equal(pasted[0], want)
     assert pasted[1][:, :32].all() and not pasted[1][:, 33:].any()
+
+
+def test_mask_targets_and_paste_back_share_one_pixel_convention():
+    """Ground-truth masks -> 28 x 28 targets -> pasted back: what a perfect mask head would draw. With aligned
+    targets the round trip loses only resolution; torchvision's unaligned targets also move it half a pixel."""
+    from mrcnn_edu.data.shapes import boxes_from_masks, validation_set
+    from mrcnn_edu.roi_heads import mask_targets
+
+    def round_trip_iou(aligned):
+        ious = []
+        for _, masks, _ in validation_set(10, seed=1):
+            boxes = boxes_from_masks(masks).astype(np.float64)
+            targets = mask_targets(masks, boxes, np.arange(len(boxes)), 28, aligned=aligned)
+            pasted = paste_masks(targets, boxes, masks.shape[1:]) >= 0.5
+            ious += [(m & p).sum() / (m | p).sum() for m, p in zip(masks, pasted)]
+        return np.mean(ious)
+
+    aligned, unaligned = round_trip_iou(True), round_trip_iou(False)
+    assert aligned > 0.95 and aligned > unaligned + 0.02, (aligned, unaligned)

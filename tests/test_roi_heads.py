@@ -191,6 +191,17 @@ def test_mask_targets_left_half(xp):
     np.testing.assert_allclose(got[1], np.tile([1, 1, 1, 0.75, 0, 0, 0, 0], (8, 1)), atol=1e-12)
 
 
+def test_mask_targets_aligned_put_the_edge_where_the_box_says(xp):
+    """With aligned=True the mask's edge at x = 16 falls exactly between target columns 3 and 4 (no half
+    pixel shift): the convention that paste_masks pastes back with."""
+    mask = np.zeros((1, 32, 32), dtype=bool)
+    mask[:, :, :16] = True
+    got = host(mask_targets(xp.asarray(mask), arr(xp, [[0, 0, 32, 32], [8, 0, 24, 32]]), arr(xp, [0, 0], np.int64),
+                            8, aligned=True))
+    np.testing.assert_allclose(got[0], np.tile([1, 1, 1, 1, 0, 0, 0, 0], (8, 1)), atol=1e-12)
+    np.testing.assert_allclose(got[1], np.tile([1, 1, 1, 1, 0, 0, 0, 0], (8, 1)), atol=1e-12)
+
+
 def test_mask_targets_pick_the_matched_mask(xp):
     masks = np.zeros((2, 16, 16))
     masks[1] = 1.0
