@@ -2,19 +2,19 @@
 
     image -> Backbone -> C3 (stride 8), C4 (stride 16)
           C4 -> RPNHead -> objectness, deltas on the anchors -> proposals (no gradient)
-          C3, C4 -> FPN-lite -> P3 (stride 8)
+          C2, C3, C4 -> FPN-lite -> P3 (stride 8), P2 (stride 4)
           P3, proposals -> RoIAlign 7 x 7 -> BoxHead -> K + 1 softmax, class-specific deltas
-          P3, positive proposals -> RoIAlign 14 x 14 -> MaskHead -> K masks of 28 x 28
+          P2, positive proposals -> RoIAlign 14 x 14 -> MaskHead -> K masks of 28 x 28
     L = L_cls + L_box + L_mask + L_rpn_objectness + L_rpn_box     (slide "One net, four losses", + mask)
 
 The backward runs the same graph in reverse: each head hands back the gradient of its RoI features,
-``roi_align_backward`` scatters it onto P3, the FPN splits it between C3 and C4, the RPN head adds its
+``roi_align_backward`` scatters it onto P3 and P2, the FPN splits it between C2, C3 and C4, the RPN head adds its
 own gradient to C4, and the backbone takes both. Anchor labels, proposals and sampled RoIs carry no
 gradient, as in the paper.
 
 Sizes are chosen for 128 x 128 shapes images (objects 40 to 64 px): an 8 x 8 anchor grid at stride 16 with
-anchors of 40, 56 and 72 px centred in their cells, and P3 at stride 8 for the heads, so masks and boxes see
-16 x 16 features rather than 8 x 8. Everything is a field of ``ModelConfig``.
+anchors of 40, 56 and 72 px centred in their cells, P3 at stride 8 for the box head and P2 at stride 4 for
+the mask head, so boxes see 16 x 16 features and masks 32 x 32 rather than 8 x 8. Everything is a field of ``ModelConfig``.
 """
 from __future__ import annotations
 
@@ -57,6 +57,7 @@ class ModelConfig:
     box_pool: int = 7
     box_hidden: int = 256
     mask_pool: int = 14
+    mask_stride: int = 4                      # 4: the mask head reads P2; 8: it reads P3
     mask_channels: int = 64
     mask_convs: int = 2
     sampling_ratio: int = 2
@@ -80,7 +81,8 @@ def _conv_block(c_in, c_out, stride, groups, rng):
 
 
 class Backbone(Module):
-    """Four stride-2 stages of 3 x 3 conv + GroupNorm + ReLU (two convs from stage 2 on): C3 and C4 out."""
+    """Four stride-2 stages of 3 x 3 conv + GroupNorm + ReLU (two convs from stage 2 on): C2, C3, C4 out
+    (strides 4, 8 and 16)."""
 
     def __init__(self, channels, groups, *, rng):
         super().__init__()
@@ -92,32 +94,55 @@ class Backbone(Module):
         self.stage4 = Sequential(*_conv_block(c3, c4, 2, g(c4), rng), *_conv_block(c4, c4, 1, g(c4), rng))
 
     def forward(self, x):
-        c3 = self.stage3.forward(self.stage2.forward(self.stage1.forward(x)))
-        return c3, self.stage4.forward(c3)
+        c2 = self.stage2.forward(self.stage1.forward(x))
+        c3 = self.stage3.forward(c2)
+        return c2, c3, self.stage4.forward(c3)
 
     def backward(self, grads):
-        dc3, dc4 = grads
+        dc2, dc3, dc4 = grads
         dc3 = dc3 + self.stage4.backward(dc4)
-        return self.stage1.backward(self.stage2.backward(self.stage3.backward(dc3)))
+        dc2 = self.stage3.backward(dc3) if dc2 is None else dc2 + self.stage3.backward(dc3)
+        return self.stage1.backward(self.stage2.backward(dc2))
 
 
 class FPNLite(Module):
-    """One top-down step of a feature pyramid: P3 = conv3x3(lateral(C3) + upsample2x(lateral(C4)))."""
+    """The top-down pathway of a feature pyramid, one or two steps (slide "Feature Pyramid Network"):
 
-    def __init__(self, c3, c4, out, *, rng):
+        L4 = lateral4(C4),   L3 = lateral3(C3) + up2x(L4),   P3 = ReLU(conv3x3(L3))            (stride 8)
+        L2 = lateral2(C2) + up2x(L3),                        P2 = ReLU(conv3x3(L2))            (stride 4)
+
+    P2 only when ``with_p2``: the mask head reads it, finer than P3 by 2x.
+    forward((C2, C3, C4)) -> (P2 or None, P3); backward((dP2 or None, dP3)) -> (dC2 or None, dC3, dC4)
+    """
+
+    def __init__(self, c2, c3, c4, out, with_p2, *, rng):
         super().__init__()
-        self.lateral3 = Conv2d(c3, out, 1, rng=rng)
+        self.with_p2 = with_p2
         self.lateral4 = Conv2d(c4, out, 1, rng=rng)
-        self.up = UpsampleNearest2x()
-        self.smooth = Sequential(Conv2d(out, out, 3, padding=1, rng=rng), ReLU())
+        self.lateral3 = Conv2d(c3, out, 1, rng=rng)
+        self.up4 = UpsampleNearest2x()
+        self.smooth3 = Sequential(Conv2d(out, out, 3, padding=1, rng=rng), ReLU())
+        if with_p2:
+            self.lateral2 = Conv2d(c2, out, 1, rng=rng)
+            self.up3 = UpsampleNearest2x()
+            self.smooth2 = Sequential(Conv2d(out, out, 3, padding=1, rng=rng), ReLU())
 
     def forward(self, feats):
-        c3, c4 = feats
-        return self.smooth.forward(self.lateral3.forward(c3) + self.up.forward(self.lateral4.forward(c4)))
+        c2, c3, c4 = feats
+        l3 = self.lateral3.forward(c3) + self.up4.forward(self.lateral4.forward(c4))
+        p2 = self.smooth2.forward(self.lateral2.forward(c2) + self.up3.forward(l3)) if self.with_p2 else None
+        return p2, self.smooth3.forward(l3)
 
-    def backward(self, dp3):
-        d = self.smooth.backward(dp3)
-        return self.lateral3.backward(d), self.lateral4.backward(self.up.backward(d))
+    def backward(self, grads):
+        dp2, dp3 = grads
+        dl3 = self.smooth3.backward(dp3)
+        dc2 = None
+        if self.with_p2:
+            dl2 = self.smooth2.backward(dp2)
+            dc2 = self.lateral2.backward(dl2)
+            dl3 = dl3 + self.up3.backward(dl2)
+        dc4 = self.lateral4.backward(self.up4.backward(dl3))
+        return dc2, self.lateral3.backward(dl3), dc4
 
 
 class RPNHead(Module):
@@ -161,10 +186,12 @@ class MaskRCNN(Module):
     def __init__(self, config=None, *, rng):
         super().__init__()
         self.config = cfg = config or ModelConfig()
-        c3, c4 = cfg.channels[2], cfg.channels[3]
+        c2, c3, c4 = cfg.channels[1:]
+        if cfg.mask_stride not in (4, 8):
+            raise ValueError(f"mask_stride: expected 4 (P2) or 8 (P3), got {cfg.mask_stride!r}")
         k = len(cfg.anchor_sizes) * len(cfg.anchor_ratios)
         self.backbone = Backbone(cfg.channels, cfg.groups, rng=rng)
-        self.fpn = FPNLite(c3, c4, cfg.fpn_channels, rng=rng)
+        self.fpn = FPNLite(c2, c3, c4, cfg.fpn_channels, cfg.mask_stride == 4, rng=rng)
         self.rpn = RPNHead(c4, k, rng=rng)
         self.box_head = BoxHead(cfg.fpn_channels, cfg.box_pool, cfg.box_hidden, cfg.num_classes, rng=rng)
         self.mask_head = MaskHead(cfg.fpn_channels, cfg.mask_channels, cfg.mask_convs, cfg.num_classes, rng=rng)
@@ -189,8 +216,10 @@ class MaskRCNN(Module):
         return xp.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
     def _features(self, x):
-        c3, c4 = self.backbone.forward(x)
-        return c3, c4, self.fpn.forward((c3, c4))
+        """C4 for the RPN, P3 for the box head, and the mask head's map (P2, or P3 again)."""
+        c2, c3, c4 = self.backbone.forward(x)
+        p2, p3 = self.fpn.forward((c2, c3, c4))
+        return c4, p3, (p3 if p2 is None else p2)
 
     def _proposals(self, anchors, objectness, deltas, post_nms):
         cfg = self.config
@@ -198,12 +227,12 @@ class MaskRCNN(Module):
         return [generate_proposals(anchors, objectness[i], deltas[i], size, cfg.rpn_pre_nms, post_nms,
                                    cfg.rpn_nms)[0] for i in range(objectness.shape[0])]
 
-    def _pool(self, p3, boxes_per_image, size):
-        """RoIAlign on P3 of each image's boxes: (features R x C x size x size, rois R x 5)."""
-        xp = backend.get_array_module(p3)
-        rois = xp.concatenate([xp.concatenate([xp.full((len(b), 1), i, dtype=p3.dtype), b.astype(p3.dtype)], 1)
+    def _pool(self, fmap, stride, boxes_per_image, size):
+        """RoIAlign of each image's boxes on a feature map of the given stride: (R x C x size x size, rois R x 5)."""
+        xp = backend.get_array_module(fmap)
+        rois = xp.concatenate([xp.concatenate([xp.full((len(b), 1), i, dtype=fmap.dtype), b.astype(fmap.dtype)], 1)
                                for i, b in enumerate(boxes_per_image)]) if boxes_per_image else xp.zeros((0, 5))
-        feats = roi_align(p3, rois, size, 1 / 8, self.config.sampling_ratio, aligned=True)
+        feats = roi_align(fmap, rois, size, 1 / stride, self.config.sampling_ratio, aligned=True)
         return feats, rois
 
     # ---------------------------------------------------------------------------------------------------
@@ -222,7 +251,7 @@ class MaskRCNN(Module):
         xp = backend.xp
         x = self.normalize(images)
         n = x.shape[0]
-        c3, c4, p3 = self._features(x)
+        c4, p3, pm = self._features(x)
         anchors = self.anchors()
 
         # RPN: labels on the anchors, the loss, and the proposals (which carry no gradient)
@@ -236,7 +265,7 @@ class MaskRCNN(Module):
         # box head on sampled proposals
         sampled = [box_head_targets(p, t["boxes"], t["labels"], rng, cfg.roi_batch, cfg.roi_positive_fraction,
                                     weights=BOX_WEIGHTS) for p, t in zip(proposals, targets)]
-        box_feats, rois = self._pool(p3, [s[0] for s in sampled], cfg.box_pool)
+        box_feats, rois = self._pool(p3, 8, [s[0] for s in sampled], cfg.box_pool)
         class_logits, box_deltas = self.box_head.forward(box_feats)
         roi_labels = xp.concatenate([s[1] for s in sampled])
         l_cls, l_box, dlogits, dbox = fast_rcnn_loss(class_logits, box_deltas, roi_labels,
@@ -252,15 +281,21 @@ class MaskRCNN(Module):
         if sum(int(p.sum()) for p in pos):
             mask_t = xp.concatenate([mask_targets(t["masks"], b, s[3][p], m, aligned=True)
                                      for t, s, p, b in zip(targets, sampled, pos, pos_boxes)])
-            mask_feats, mask_rois = self._pool(p3, pos_boxes, cfg.mask_pool)
+            mask_feats, mask_rois = self._pool(pm, cfg.mask_stride, pos_boxes, cfg.mask_pool)
             mask_logits = self.mask_head.forward(mask_feats)
             l_mask, dmask = sigmoid_mask_loss(mask_logits, roi_labels[xp.concatenate(pos)], mask_t)
-            dp3 += roi_align_backward(self.mask_head.backward(dmask), mask_rois, p3.shape, cfg.mask_pool, 1 / 8,
-                                      cfg.sampling_ratio, aligned=True)
+            dpm = roi_align_backward(self.mask_head.backward(dmask), mask_rois, pm.shape, cfg.mask_pool,
+                                     1 / cfg.mask_stride, cfg.sampling_ratio, aligned=True)
+        else:
+            dpm = xp.zeros_like(pm)
+        if cfg.mask_stride == 8:  # the mask head read P3 too
+            dp3, dp2 = dp3 + dpm, None
+        else:
+            dp2 = dpm
 
-        dc3, dc4 = self.fpn.backward(dp3)
+        dc2, dc3, dc4 = self.fpn.backward((dp2, dp3))
         dc4 = dc4 + self.rpn.backward((dobj, ddeltas))
-        self.backbone.backward((dc3, dc4))
+        self.backbone.backward((dc2, dc3, dc4))
         losses = dict(loss_classifier=float(l_cls), loss_box_reg=float(l_box), loss_mask=float(l_mask),
                       loss_objectness=float(l_obj), loss_rpn_box_reg=float(l_rpn_box))
         losses["loss"] = sum(losses.values())
@@ -277,14 +312,14 @@ class MaskRCNN(Module):
         self.train(False)
         try:
             x = self.normalize(images)
-            _, c4, p3 = self._features(x)
+            c4, p3, pm = self._features(x)
             objectness, deltas = self.rpn.forward(c4)
             proposals = self._proposals(self.anchors(), objectness, deltas, cfg.rpn_post_nms_test)
-            box_feats, rois = self._pool(p3, proposals, cfg.box_pool)
+            box_feats, rois = self._pool(p3, 8, proposals, cfg.box_pool)
             class_logits, box_deltas = self.box_head.forward(box_feats)
             detections = [self._detect(class_logits[rois[:, 0] == i], box_deltas[rois[:, 0] == i], proposals[i])
                           for i in range(x.shape[0])]
-            mask_feats, _ = self._pool(p3, [d["boxes"] for d in detections], cfg.mask_pool)
+            mask_feats, _ = self._pool(pm, cfg.mask_stride, [d["boxes"] for d in detections], cfg.mask_pool)
             m = 2 * cfg.mask_pool
             mask_logits = (self.mask_head.forward(mask_feats) if mask_feats.shape[0]
                            else xp.zeros((0, cfg.num_classes, m, m), dtype=p3.dtype))
