@@ -3,7 +3,11 @@
 PYTHON ?= python3
 ARGS ?=
 
-.PHONY: demo test oracle bench
+.PHONY: train demo test oracle bench
+
+train:
+	$(PYTHON) tasks.py train $(ARGS)
+
 
 demo:
 	$(PYTHON) tasks.py demo $(ARGS)

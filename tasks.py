@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The project's commands, in plain Python (standard library only), so they run on any machine with Python 3.10+.
 
+    python3 tasks.py train    [args...]   train the default shapes model and evaluate it -> runs/shapes/
     python3 tasks.py demo     [args...]   the demo of the lecture's stages -> runs/demo/
     python3 tasks.py test     [args...]   the whole test suite (args go to pytest, e.g. -k roi)
     python3 tasks.py oracle   [args...]   the torchvision parity tests, in their own environment (several GB)
@@ -130,6 +131,11 @@ def pytest_env() -> dict:
     return env
 
 
+def cmd_train(args: list) -> None:
+    ensure_venv(VENV, ("-e", PROJECT))
+    run([venv_script(VENV, "mrcnn-edu"), "train", "--out", "runs/shapes", *args])
+
+
 def cmd_demo(args: list) -> None:
     ensure_venv(VENV, ("-e", PROJECT))
     run([venv_script(VENV, "mrcnn-edu"), "demo", "--out", "runs/demo", *args])
@@ -172,7 +178,7 @@ def cmd_bench(args: list) -> None:
         raise failed
 
 
-COMMANDS = {"demo": cmd_demo, "test": cmd_test, "oracle": cmd_oracle, "bench": cmd_bench}
+COMMANDS = {"train": cmd_train, "demo": cmd_demo, "test": cmd_test, "oracle": cmd_oracle, "bench": cmd_bench}
 
 
 def main(argv: list) -> int:

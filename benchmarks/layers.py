@@ -1,5 +1,5 @@
-"""Convolution speed: forward + backward of ``mrcnn_edu.nn.functional.conv2d`` at the shapes of a small
-detection backbone on 128 x 128 images, against the machine's NumPy float32 GEMM rate and PyTorch's CPU conv.
+"""Convolution speed: forward + backward of ``mrcnn_edu.nn.functional.conv2d`` at the shapes of the default
+shapes model (batch 4 of 128 x 128 images), against the machine's NumPy float32 GEMM rate and PyTorch's CPU conv.
 
     python benchmarks/layers.py                 # plain NumPy: the torch columns show "-"
     /work/oracle/venv/bin/python benchmarks/layers.py   # with PyTorch installed: adds its time and the ratio
@@ -28,21 +28,22 @@ try:
 except ImportError:  # the benchmark runs without the oracle
     torch = None
 
-# (label, N, C_in, C_out, H = W, kernel, stride, padding): a 5-stage backbone on 4 images of 128 x 128,
-# an FPN lateral 1 x 1 conv, an RPN-head conv and the mask head's convs on 32 RoIs of 14 x 14
+# (label, N, C_in, C_out, H = W, kernel, stride, padding): every conv of the default shapes model
+# (mrcnn_edu.model.ModelConfig) at batch 4 on 128 x 128 images, the mask head on 64 RoIs of 14 x 14
 SHAPES = [
-    ("stem 3x3 s1", 4, 3, 32, 128, 3, 1, 1),
-    ("c2 3x3 s2", 4, 32, 64, 128, 3, 2, 1),
-    ("c2 3x3 s1", 4, 64, 64, 64, 3, 1, 1),
-    ("c3 3x3 s2", 4, 64, 128, 64, 3, 2, 1),
-    ("c3 3x3 s1", 4, 128, 128, 32, 3, 1, 1),
-    ("c4 3x3 s2", 4, 128, 128, 32, 3, 2, 1),
-    ("c4 3x3 s1", 4, 128, 128, 16, 3, 1, 1),
-    ("c5 3x3 s2", 4, 128, 128, 16, 3, 2, 1),
-    ("c5 3x3 s1", 4, 128, 128, 8, 3, 1, 1),
-    ("fpn 1x1", 4, 128, 64, 32, 1, 1, 0),
-    ("rpn 3x3", 4, 64, 64, 32, 3, 1, 1),
-    ("mask 3x3", 32, 64, 64, 14, 3, 1, 1),
+    ("stage1 s2", 4, 3, 16, 128, 3, 2, 1),
+    ("stage2a s2", 4, 16, 32, 64, 3, 2, 1),
+    ("stage2b", 4, 32, 32, 32, 3, 1, 1),
+    ("stage3a s2", 4, 32, 64, 32, 3, 2, 1),
+    ("stage3b", 4, 64, 64, 16, 3, 1, 1),
+    ("stage4a s2", 4, 64, 128, 16, 3, 2, 1),
+    ("stage4b", 4, 128, 128, 8, 3, 1, 1),
+    ("fpn lat2 1x1", 4, 32, 64, 32, 1, 1, 0),
+    ("fpn P2 3x3", 4, 64, 64, 32, 3, 1, 1),
+    ("fpn P3 3x3", 4, 64, 64, 16, 3, 1, 1),
+    ("rpn 3x3", 4, 128, 128, 8, 3, 1, 1),
+    ("mask 3x3", 64, 64, 64, 14, 3, 1, 1),
+    ("mask 3x3", 64, 64, 64, 14, 3, 1, 1),
 ]
 
 

@@ -58,6 +58,7 @@ class ModelConfig:
     box_hidden: int = 256
     mask_pool: int = 14
     mask_stride: int = 4                      # 4: the mask head reads P2; 8: it reads P3
+    mask_rois_per_image: int = 8              # positive RoIs that train the mask head (0: all)
     mask_channels: int = 64
     mask_convs: int = 2
     sampling_ratio: int = 2
@@ -275,7 +276,7 @@ class MaskRCNN(Module):
 
         # mask head on the positive RoIs: each learns the mask of its own ground truth, in its own box
         m = 2 * cfg.mask_pool
-        pos = [s[1] > 0 for s in sampled]
+        pos = [self._mask_sample(s[1] > 0, rng) for s in sampled]
         pos_boxes = [s[0][p] for s, p in zip(sampled, pos)]
         l_mask = 0.0
         if sum(int(p.sum()) for p in pos):
@@ -300,6 +301,18 @@ class MaskRCNN(Module):
                       loss_objectness=float(l_obj), loss_rpn_box_reg=float(l_rpn_box))
         losses["loss"] = sum(losses.values())
         return losses
+
+    def _mask_sample(self, positive, rng):
+        """At most ``config.mask_rois_per_image`` of an image's positive RoIs, chosen at random, train the mask
+        head: it is most of a step's arithmetic, and the positives of one object are near-duplicates."""
+        cap = self.config.mask_rois_per_image
+        if cap <= 0 or int(positive.sum()) <= cap:
+            return positive
+        xp = backend.get_array_module(positive)
+        keys = xp.where(positive, xp.asarray(rng.random(positive.shape[0])), 2.0)
+        keep = xp.zeros_like(positive)
+        keep[xp.argsort(keys)[:cap]] = True
+        return keep
 
     # ---------------------------------------------------------------------------------------------------
     def predict(self, images):

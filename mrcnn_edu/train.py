@@ -36,7 +36,7 @@ __all__ = ["TrainConfig", "train", "predict_in_batches", "TrainingDiverged"]
 @dataclass
 class TrainConfig:
     """The optimization settings (saved with every checkpoint)."""
-    steps: int = 5000
+    steps: int = 4400
     batch_size: int = 4
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -44,7 +44,7 @@ class TrainConfig:
     min_lr: float = 2e-5
     clip_grad_norm: float = 10.0
     eval_every: int = 1000
-    val_images: int = 100
+    val_images: int = 200
     checkpoint_every: int = 250
     log_every: int = 10
     seed: int = 0

@@ -148,7 +148,7 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     setup = readme.split("## Set up and run", 1)[1].split("\n## ", 1)[0]
     commands = re.findall(r"^\s*(python3 tasks\.py \w+)\s*$", setup, flags=re.M)
-    assert commands == ["python3 tasks.py demo", "python3 tasks.py test"], commands
+    assert commands == ["python3 tasks.py train", "python3 tasks.py test"], commands
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "set -euo pipefail" in ci
     assert re.search(r"^python3 tasks\.py test$", ci, flags=re.M), "CI must run the README's test command as is"
