@@ -189,8 +189,8 @@ def cmd_train(args):
         return 130
     from .evaluate import format_table
     print(format_table(summary["metrics"]))
-    print(f"{summary['step']} steps in {summary['train_seconds']:.0f} s ({summary['seconds_per_step']:.3f} s/step); "
-          f"model: {Path(args.out) / 'model.npz'}")
+    print(f"{summary['step']} steps in {summary['train_seconds']:.0f} s ({summary['seconds_per_step']:.3f} s/step, "
+          f"peak memory {summary['peak_memory_mb']} MiB); model: {Path(args.out) / 'model.npz'}")
     return 0
 
 

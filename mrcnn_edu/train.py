@@ -188,13 +188,13 @@ def train(out_dir, model_config=None, train_config=None, resume=False, data=None
             if step % tcfg.log_every == 0 or step == tcfg.steps:
                 bar.set_postfix(loss=f"{losses['loss']:.3f}", mask=f"{losses['loss_mask']:.3f}",
                                 cls=f"{losses['loss_classifier']:.3f}", img_s=f"{rate:.1f}")
-                _log(log_path, dict(step=step, lr=opt.lr, grad_norm=grad_norm, images_per_s=rate,
-                                    **{k: round(v, 6) for k, v in losses.items()}))
+                _log(log_path, dict(step=step, seconds=round(elapsed, 1), lr=opt.lr, grad_norm=grad_norm,
+                                    images_per_s=rate, **{k: round(v, 6) for k, v in losses.items()}))
             if step % tcfg.checkpoint_every == 0:
                 checkpoint(step)
             if step % tcfg.eval_every == 0 and step < tcfg.steps:
                 metrics, _ = _evaluate(model, val, coco_gt)
-                _log(log_path, dict(step=step, eval=metrics))
+                _log(log_path, dict(step=step, seconds=round(time.perf_counter() - start_time, 1), eval=metrics))
                 bar.write(f"step {step}: mask AP {metrics['mask_AP']:.3f}, box AP {metrics['box_AP']:.3f}")
     except KeyboardInterrupt:
         interrupted = True
@@ -209,15 +209,27 @@ def train(out_dir, model_config=None, train_config=None, resume=False, data=None
     checkpoint(step)
     save_checkpoint(out / "model.npz", model.parameters(), step=step, config=config)
     metrics, detections = _evaluate(model, val, coco_gt)
-    _log(log_path, dict(step=step, eval=metrics))
+    _log(log_path, dict(step=step, seconds=round(train_seconds, 1), eval=metrics))
     records = _read_log(log_path)
     save(training_curves_figure(records), out / "curves.png")
     save(predictions_figure([s[0] for s in val[:12]], detections[:12], config["class_names"]),
          out / "predictions.png")
     summary = dict(step=step, train_seconds=round(train_seconds, 1),
-                   seconds_per_step=round(train_seconds / max(step - start_step, 1), 4), metrics=metrics)
+                   seconds_per_step=round(train_seconds / max(step - start_step, 1), 4),
+                   peak_memory_mb=_peak_memory_mb(), metrics=metrics)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _peak_memory_mb():
+    """The process's peak resident memory in MiB (None where the OS does not say)."""
+    try:
+        import resource
+        import sys
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return round(peak / (2 ** 20 if sys.platform == "darwin" else 2 ** 10), 1)  # bytes on macOS, KiB on Linux
+    except (ImportError, OSError):
+        return None
 
 
 def load_model(path):

@@ -1,0 +1,171 @@
+"""Training step time of the default shapes model, next to its twin built from torchvision's ``MaskRCNN``.
+
+    python benchmarks/train_step.py [--steps 60] [--warmup 20]
+
+The twin has the same architecture, layer by layer: the four-stage GroupNorm backbone, the FPN-lite with P2
+and P3, the RPN on C4 with the same three anchors, RoIAlign 7x7 from P3 into the same box head (two fc
+layers of 256) and RoIAlign 14x14 from P2 into the same mask head (two 3x3 convs of 64, a 2x transposed
+conv, K sigmoid masks), the same sampling sizes (256 anchors, 64 RoIs of which at most a quarter positive),
+AdamW, batches of 4 shapes images. Differences that torchvision does not let us remove: its anchors sit on
+cell corners (ours are centred), and its mask head trains on every positive RoI where ours samples at most
+``mask_rois_per_image`` = 8 of them an image; the table also times ours with every positive (``all
+positives``) so the two can be compared like for like. Both start from scratch on the same batches; the
+first ``--warmup`` steps are not timed. Prints the median seconds per step and the ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mrcnn_edu.data.shapes import ShapesDataset  # noqa: E402
+from mrcnn_edu.model import MaskRCNN, ModelConfig  # noqa: E402
+from mrcnn_edu.optim import AdamW, clip_grad_norm  # noqa: E402
+from mrcnn_edu.train import _to_targets  # noqa: E402
+
+try:
+    import torch
+    import torchvision  # noqa: F401
+except ImportError:
+    torch = None
+
+
+def batches(n, batch_size=4):
+    stream = ShapesDataset(0, 128, "train")
+    return [[stream[i] for i in range(s * batch_size, (s + 1) * batch_size)] for s in range(n)]
+
+
+def time_ours(data, warmup, config):
+    model = MaskRCNN(config, rng=np.random.default_rng(0))
+    opt = AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    times = []
+    for step, samples in enumerate(data):
+        t0 = time.perf_counter()
+        images = np.stack([s[0] for s in samples])
+        targets = _to_targets([s[1] for s in samples], [s[2] for s in samples])
+        model.zero_grad()
+        model.loss_and_backward(images, targets, np.random.default_rng([0, step, 1]))
+        grads = model.gradients()
+        clip_grad_norm(grads, 10.0)
+        opt.step(grads)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[warmup:])
+
+
+def torch_twin(cfg):
+    """The default model rebuilt from torch.nn and torchvision.models.detection pieces."""
+    from collections import OrderedDict
+
+    from torch import nn
+    from torchvision.models.detection import MaskRCNN as TVMaskRCNN
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
+    from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+    from torchvision.ops import MultiScaleRoIAlign
+
+    def block(c_in, c_out, stride):
+        return [nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.GroupNorm(min(cfg.groups, c_out), c_out),
+                nn.ReLU(inplace=True)]
+
+    c1, c2, c3, c4 = cfg.channels
+    f = cfg.fpn_channels
+
+    class Backbone(nn.Module):
+        out_channels = f
+
+        def __init__(self):
+            super().__init__()
+            self.stage1 = nn.Sequential(*block(3, c1, 2))
+            self.stage2 = nn.Sequential(*block(c1, c2, 2), *block(c2, c2, 1))
+            self.stage3 = nn.Sequential(*block(c2, c3, 2), *block(c3, c3, 1))
+            self.stage4 = nn.Sequential(*block(c3, c4, 2), *block(c4, c4, 1))
+            self.lateral4, self.lateral3, self.lateral2 = nn.Conv2d(c4, f, 1), nn.Conv2d(c3, f, 1), nn.Conv2d(c2, f, 1)
+            self.smooth3 = nn.Sequential(nn.Conv2d(f, f, 3, padding=1), nn.ReLU(inplace=True))
+            self.smooth2 = nn.Sequential(nn.Conv2d(f, f, 3, padding=1), nn.ReLU(inplace=True))
+
+        def forward(self, x):
+            x2 = self.stage2(self.stage1(x))
+            x3 = self.stage3(x2)
+            x4 = self.stage4(x3)
+            up = nn.functional.interpolate
+            l3 = self.lateral3(x3) + up(self.lateral4(x4), scale_factor=2, mode="nearest")
+            l2 = self.lateral2(x2) + up(l3, scale_factor=2, mode="nearest")
+            return OrderedDict(p2=self.smooth2(l2), p3=self.smooth3(l3), c4=x4)
+
+    class C4RPN(RegionProposalNetwork):
+        """torchvision's RPN, on C4 only (its head would otherwise run on every level of the dict)."""
+
+        def forward(self, images, features, targets=None):
+            return super().forward(images, OrderedDict(c4=features["c4"]), targets)
+
+    k = len(cfg.anchor_sizes) * len(cfg.anchor_ratios)
+    anchors = AnchorGenerator(sizes=(tuple(int(s) for s in cfg.anchor_sizes),), aspect_ratios=(cfg.anchor_ratios,))
+    mask_head = nn.Sequential(*[m for _ in range(cfg.mask_convs) for m in (nn.Conv2d(f, cfg.mask_channels, 3, padding=1),
+                                                                          nn.ReLU(inplace=True))])
+    model = TVMaskRCNN(
+        Backbone(), num_classes=None, min_size=cfg.image_size, max_size=cfg.image_size,
+        image_mean=list(cfg.pixel_mean), image_std=list(cfg.pixel_std),
+        box_roi_pool=MultiScaleRoIAlign(["p3"], cfg.box_pool, cfg.sampling_ratio),
+        box_head=TwoMLPHead(f * cfg.box_pool ** 2, cfg.box_hidden),
+        box_predictor=FastRCNNPredictor(cfg.box_hidden, cfg.num_classes),
+        box_batch_size_per_image=cfg.roi_batch, box_positive_fraction=cfg.roi_positive_fraction,
+        mask_roi_pool=MultiScaleRoIAlign(["p2"], cfg.mask_pool, cfg.sampling_ratio),
+        mask_head=mask_head, mask_predictor=MaskRCNNPredictor(cfg.mask_channels, cfg.mask_channels, cfg.num_classes))
+    model.rpn = C4RPN(anchors, RPNHead(c4, k), 0.7, 0.3, cfg.rpn_batch, cfg.rpn_positive_fraction,
+                      dict(training=cfg.rpn_pre_nms, testing=cfg.rpn_pre_nms),
+                      dict(training=cfg.rpn_post_nms_train, testing=cfg.rpn_post_nms_test), cfg.rpn_nms)
+    return model
+
+
+def time_torch(data, warmup, cfg):
+    torch.manual_seed(0)
+    model = torch_twin(cfg).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    times = []
+    for samples in data:
+        t0 = time.perf_counter()
+        images = [torch.from_numpy(s[0]).permute(2, 0, 1).float() / 255 for s in samples]
+        targets = [dict(boxes=torch.from_numpy(t["boxes"]), labels=torch.from_numpy(t["labels"]),
+                        masks=torch.from_numpy(t["masks"].astype(np.uint8)))
+                   for t in _to_targets([s[1] for s in samples], [s[2] for s in samples])]
+        losses = model(images, targets)
+        opt.zero_grad()
+        sum(losses.values()).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[warmup:])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--warmup", type=int, default=20)
+    args = parser.parse_args(argv)
+    data = batches(args.steps)
+    cfg = ModelConfig()
+    print(f"{os.cpu_count()} cores, NumPy {np.__version__}"
+          + (f", torch {torch.__version__} ({torch.get_num_threads()} threads)" if torch else ", torch absent"))
+    print(f"median s/step over steps {args.warmup}..{args.steps} (batch 4, 128 x 128, from scratch)\n")
+    print("| model | s/step | vs torchvision twin |")
+    print("| --- | ---: | ---: |")
+    t_twin = time_torch(data, args.warmup, cfg) if torch else None
+    rows = [("mrcnn-edu default (8 mask RoIs an image)", time_ours(data, args.warmup, cfg)),
+            ("mrcnn-edu, all positives train the mask head",
+             time_ours(data, args.warmup, ModelConfig(mask_rois_per_image=0)))]
+    for name, t in rows:
+        print(f"| {name} | {t:.3f} | {t / t_twin:.2f} |" if t_twin else f"| {name} | {t:.3f} | - |")
+    if t_twin:
+        print(f"| torchvision MaskRCNN twin | {t_twin:.3f} | 1.00 |")
+
+
+if __name__ == "__main__":
+    main()
