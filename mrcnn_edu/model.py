@@ -42,7 +42,8 @@ class ModelConfig:
     image_size: int = 128                     # images are resized and padded to this square
     channels: tuple = (16, 32, 64, 128)       # backbone widths at strides 2, 4, 8, 16
     groups: int = 8                           # GroupNorm groups
-    fpn_channels: int = 64                    # P3
+    fpn: bool = True                          # False: both heads read C4 (stride 16), no pyramid
+    fpn_channels: int = 64                    # P2 and P3
     anchor_sizes: tuple = (40.0, 56.0, 72.0)
     anchor_ratios: tuple = (1.0,)
     anchor_offset: float = 0.5                # centre anchors in their cells
@@ -101,7 +102,7 @@ class Backbone(Module):
 
     def backward(self, grads):
         dc2, dc3, dc4 = grads
-        dc3 = dc3 + self.stage4.backward(dc4)
+        dc3 = self.stage4.backward(dc4) if dc3 is None else dc3 + self.stage4.backward(dc4)
         dc2 = self.stage3.backward(dc3) if dc2 is None else dc2 + self.stage3.backward(dc3)
         return self.stage1.backward(self.stage2.backward(dc2))
 
@@ -192,10 +193,14 @@ class MaskRCNN(Module):
             raise ValueError(f"mask_stride: expected 4 (P2) or 8 (P3), got {cfg.mask_stride!r}")
         k = len(cfg.anchor_sizes) * len(cfg.anchor_ratios)
         self.backbone = Backbone(cfg.channels, cfg.groups, rng=rng)
-        self.fpn = FPNLite(c2, c3, c4, cfg.fpn_channels, cfg.mask_stride == 4, rng=rng)
+        if cfg.fpn:
+            self.fpn = FPNLite(c2, c3, c4, cfg.fpn_channels, cfg.mask_stride == 4, rng=rng)
+        # the strides of the maps the box head and the mask head read
+        self.strides = (8, cfg.mask_stride) if cfg.fpn else (16, 16)
+        head_channels = cfg.fpn_channels if cfg.fpn else c4
         self.rpn = RPNHead(c4, k, rng=rng)
-        self.box_head = BoxHead(cfg.fpn_channels, cfg.box_pool, cfg.box_hidden, cfg.num_classes, rng=rng)
-        self.mask_head = MaskHead(cfg.fpn_channels, cfg.mask_channels, cfg.mask_convs, cfg.num_classes, rng=rng)
+        self.box_head = BoxHead(head_channels, cfg.box_pool, cfg.box_hidden, cfg.num_classes, rng=rng)
+        self.mask_head = MaskHead(head_channels, cfg.mask_channels, cfg.mask_convs, cfg.num_classes, rng=rng)
 
     # ---------------------------------------------------------------------------------------------------
     def anchors(self, dtype="float32"):
@@ -217,10 +222,25 @@ class MaskRCNN(Module):
         return xp.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
     def _features(self, x):
-        """C4 for the RPN, P3 for the box head, and the mask head's map (P2, or P3 again)."""
+        """C4 for the RPN, the box head's map (P3, or C4 without FPN) and the mask head's (P2, P3 or C4)."""
         c2, c3, c4 = self.backbone.forward(x)
+        if not self.config.fpn:
+            return c4, c4, c4
         p2, p3 = self.fpn.forward((c2, c3, c4))
         return c4, p3, (p3 if p2 is None else p2)
+
+    def _features_backward(self, dbox_map, dmask_map, dc4):
+        """Send the heads' map gradients (and the RPN's, ``dc4``) back through the FPN and the backbone."""
+        cfg = self.config
+        if not cfg.fpn:
+            self.backbone.backward((None, None, dc4 + dbox_map + dmask_map))
+            return
+        if cfg.mask_stride == 8:  # both heads read P3
+            dp2, dp3 = None, dbox_map + dmask_map
+        else:
+            dp2, dp3 = dmask_map, dbox_map
+        dc2, dc3, dc4_fpn = self.fpn.backward((dp2, dp3))
+        self.backbone.backward((dc2, dc3, dc4 + dc4_fpn))
 
     def _proposals(self, anchors, objectness, deltas, post_nms):
         cfg = self.config
@@ -266,13 +286,14 @@ class MaskRCNN(Module):
         # box head on sampled proposals
         sampled = [box_head_targets(p, t["boxes"], t["labels"], rng, cfg.roi_batch, cfg.roi_positive_fraction,
                                     weights=BOX_WEIGHTS) for p, t in zip(proposals, targets)]
-        box_feats, rois = self._pool(p3, 8, [s[0] for s in sampled], cfg.box_pool)
+        box_stride, mask_stride = self.strides
+        box_feats, rois = self._pool(p3, box_stride, [s[0] for s in sampled], cfg.box_pool)
         class_logits, box_deltas = self.box_head.forward(box_feats)
         roi_labels = xp.concatenate([s[1] for s in sampled])
         l_cls, l_box, dlogits, dbox = fast_rcnn_loss(class_logits, box_deltas, roi_labels,
                                                      xp.concatenate([s[2] for s in sampled]))
-        dp3 = roi_align_backward(self.box_head.backward((dlogits, dbox)), rois, p3.shape, cfg.box_pool, 1 / 8,
-                                 cfg.sampling_ratio, aligned=True)
+        dp3 = roi_align_backward(self.box_head.backward((dlogits, dbox)), rois, p3.shape, cfg.box_pool,
+                                 1 / box_stride, cfg.sampling_ratio, aligned=True)
 
         # mask head on the positive RoIs: each learns the mask of its own ground truth, in its own box
         m = 2 * cfg.mask_pool
@@ -282,21 +303,14 @@ class MaskRCNN(Module):
         if sum(int(p.sum()) for p in pos):
             mask_t = xp.concatenate([mask_targets(t["masks"], b, s[3][p], m, aligned=True)
                                      for t, s, p, b in zip(targets, sampled, pos, pos_boxes)])
-            mask_feats, mask_rois = self._pool(pm, cfg.mask_stride, pos_boxes, cfg.mask_pool)
+            mask_feats, mask_rois = self._pool(pm, mask_stride, pos_boxes, cfg.mask_pool)
             mask_logits = self.mask_head.forward(mask_feats)
             l_mask, dmask = sigmoid_mask_loss(mask_logits, roi_labels[xp.concatenate(pos)], mask_t)
             dpm = roi_align_backward(self.mask_head.backward(dmask), mask_rois, pm.shape, cfg.mask_pool,
-                                     1 / cfg.mask_stride, cfg.sampling_ratio, aligned=True)
+                                     1 / mask_stride, cfg.sampling_ratio, aligned=True)
         else:
             dpm = xp.zeros_like(pm)
-        if cfg.mask_stride == 8:  # the mask head read P3 too
-            dp3, dp2 = dp3 + dpm, None
-        else:
-            dp2 = dpm
-
-        dc2, dc3, dc4 = self.fpn.backward((dp2, dp3))
-        dc4 = dc4 + self.rpn.backward((dobj, ddeltas))
-        self.backbone.backward((dc2, dc3, dc4))
+        self._features_backward(dp3, dpm, self.rpn.backward((dobj, ddeltas)))
         losses = dict(loss_classifier=float(l_cls), loss_box_reg=float(l_box), loss_mask=float(l_mask),
                       loss_objectness=float(l_obj), loss_rpn_box_reg=float(l_rpn_box))
         losses["loss"] = sum(losses.values())
@@ -328,11 +342,11 @@ class MaskRCNN(Module):
             c4, p3, pm = self._features(x)
             objectness, deltas = self.rpn.forward(c4)
             proposals = self._proposals(self.anchors(), objectness, deltas, cfg.rpn_post_nms_test)
-            box_feats, rois = self._pool(p3, 8, proposals, cfg.box_pool)
+            box_feats, rois = self._pool(p3, self.strides[0], proposals, cfg.box_pool)
             class_logits, box_deltas = self.box_head.forward(box_feats)
             detections = [self._detect(class_logits[rois[:, 0] == i], box_deltas[rois[:, 0] == i], proposals[i])
                           for i in range(x.shape[0])]
-            mask_feats, _ = self._pool(pm, cfg.mask_stride, [d["boxes"] for d in detections], cfg.mask_pool)
+            mask_feats, _ = self._pool(pm, self.strides[1], [d["boxes"] for d in detections], cfg.mask_pool)
             m = 2 * cfg.mask_pool
             mask_logits = (self.mask_head.forward(mask_feats) if mask_feats.shape[0]
                            else xp.zeros((0, cfg.num_classes, m, m), dtype=p3.dtype))

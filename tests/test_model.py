@@ -44,12 +44,13 @@ def to_float64(model):
     return model
 
 
-@pytest.mark.parametrize("mask_stride", [4, 8])
-def test_whole_model_backward_matches_finite_differences(mask_stride):
+@pytest.mark.parametrize("fpn, mask_stride", [(True, 4), (True, 8), (False, 16)])
+def test_whole_model_backward_matches_finite_differences(fpn, mask_stride):
     """d(total loss)/d(parameter) for sampled parameters of every part, proposals and samples held fixed
-    (the mask head reading P2, stride 4, or P3, stride 8)."""
+    (the mask head reading P2, stride 4, or P3, stride 8, or, without the FPN, both heads reading C4)."""
     rng = np.random.default_rng(0)
-    model = to_float64(MaskRCNN(ModelConfig(**TINY, mask_stride=mask_stride), rng=np.random.default_rng(1)))
+    config = ModelConfig(**TINY, fpn=fpn, mask_stride=mask_stride if fpn else 4)
+    model = to_float64(MaskRCNN(config, rng=np.random.default_rng(1)))
     images, targets = batch(rng, 2)
     proposals = [np.concatenate([t["boxes"] + rng.normal(0, 2, t["boxes"].shape), rng.uniform(0, 30, (6, 2))
                                  @ np.array([[1, 0, 1, 0], [0, 1, 0, 1]]) + [0, 0, 20, 20]]).clip(0, 64)
@@ -62,8 +63,8 @@ def test_whole_model_backward_matches_finite_differences(mask_stride):
     loss()
     analytic = {k: v.copy() for k, v in model.gradients().items()}
     params = model.parameters()
-    parts = ["backbone.stage1", "backbone.stage2", "backbone.stage4", "fpn.lateral", "fpn.smooth", "rpn", "box_head",
-             "mask_head"]
+    parts = ["backbone.stage1", "backbone.stage2", "backbone.stage4", "rpn", "box_head", "mask_head"]
+    parts += ["fpn.lateral", "fpn.smooth"] if fpn else []
     pick = np.random.default_rng(2)
     for part in parts:
         names = [n for n in params if n.startswith(part)]

@@ -128,3 +128,15 @@ def test_cli_bad_files_give_one_line_errors(tmp_path, capsys):
             main(argv)
         assert stop.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_cli_trains_on_a_coco_data_set(tmp_path, capsys):
+    """Bring your own data: a COCO export trains, evaluates and keeps its class names."""
+    assert main(["export-shapes", "--n", "4", "--seed", "2", "--out", str(tmp_path / "coco")]) == 0
+    ann, images = str(tmp_path / "coco" / "annotations.json"), str(tmp_path / "coco" / "images")
+    assert main(["train", "--out", str(tmp_path / "run"), "--coco-gt", ann, "--images", images, "--steps", "2",
+                 "--batch-size", "2", "--val-images", "2", "--eval-every", "1000"]) == 0
+    assert "training on " + ann in capsys.readouterr().out
+    config = load_checkpoint(tmp_path / "run" / "model.npz")["config"]
+    assert config["class_names"] == ["background", "square", "circle", "triangle"]
+    assert config["model"]["num_classes"] == 4
