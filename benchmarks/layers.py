@@ -2,7 +2,7 @@
 shapes model (batch 4 of 128 x 128 images), against the machine's NumPy float32 GEMM rate and PyTorch's CPU conv.
 
     python benchmarks/layers.py                 # plain NumPy: the torch columns show "-"
-    /work/oracle/venv/bin/python benchmarks/layers.py   # with PyTorch installed: adds its time and the ratio
+    .venv-oracle/bin/python benchmarks/layers.py   # with PyTorch installed: adds its time and the ratio
 
 Columns: the layer; our forward + backward time in ms (best of ``--reps``); its rate in GFLOP/s, counting
 the three GEMM-sized products (forward, dx, dw: 3 x 2 N C_out C_in kh kw OH OW flops); that rate as a
