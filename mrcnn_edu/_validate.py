@@ -3,10 +3,36 @@ the argument and says what was expected, so a student sees ``boxes: expected N x
 instead of a broadcasting error three calls deeper."""
 from __future__ import annotations
 
+import math
+
 from . import backend
 
-__all__ = ["as_float_array", "check_ndim", "check_finite", "check_boxes", "check_rois", "check_same_length",
+__all__ = ["number", "as_float_array", "check_ndim", "check_finite", "check_boxes", "check_rois", "check_same_length",
            "pair"]
+
+
+def number(value, name, low=-math.inf, high=math.inf, *, low_open=False, high_open=False, allow_inf=False,
+           what=None):
+    """A scalar setting as a Python float in its range, or a ``ValueError`` like ``lr: expected a finite number
+    >= 0, got -1``. Bools, strings, NaN and (unless ``allow_inf``) inf are refused; ``low_open`` and
+    ``high_open`` exclude the ends of ``[low, high]``; ``what`` overrides the description of the range."""
+    if what is None:
+        if (low, low_open, high) == (0, True, math.inf):
+            what = "a positive number"
+        elif (low, high) == (0, math.inf):
+            what = "a finite number >= 0"
+        elif (low, high) == (-math.inf, math.inf):
+            what = "a number" if allow_inf else "a finite number"
+        else:
+            what = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    try:
+        x = math.nan if isinstance(value, (str, bytes, bool)) else float(value)
+    except (TypeError, ValueError):
+        x = math.nan
+    if (math.isnan(x) or (math.isinf(x) and not allow_inf) or x < low or x > high
+            or (low_open and x == low) or (high_open and x == high)):
+        raise ValueError(f"{name}: expected {what}, got {value!r}")
+    return x
 
 
 def as_float_array(a, name, xp=None):

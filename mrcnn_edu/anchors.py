@@ -18,27 +18,9 @@ from __future__ import annotations
 import math
 
 from . import backend
+from ._validate import number
 
 __all__ = ["base_anchors", "grid_size", "generate_anchors"]
-
-
-def _finite(value, name, what="a finite number"):
-    """``value`` as a finite Python float, or a ``ValueError`` naming ``name``."""
-    try:
-        number = math.nan if isinstance(value, (str, bytes, bool)) else float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if not math.isfinite(number):
-        raise ValueError(f"{name}: expected {what}, got {value!r}")
-    return number
-
-
-def _positive(value, name):
-    """``value`` as a finite positive Python float, or a ``ValueError`` naming ``name``."""
-    number = _finite(value, name, "a positive number")
-    if number <= 0:
-        raise ValueError(f"{name}: expected a positive number, got {value!r}")
-    return number
 
 
 def _positive_list(values, name):
@@ -49,7 +31,7 @@ def _positive_list(values, name):
         raise ValueError(f"{name}: expected a non-empty sequence of positive numbers, got {values!r}") from None
     if not values:
         raise ValueError(f"{name}: expected a non-empty sequence of positive numbers, got an empty one")
-    return [_positive(v, name) for v in values]
+    return [number(v, name, 0, low_open=True) for v in values]
 
 
 def _image_size(image_size):
@@ -58,7 +40,7 @@ def _image_size(image_size):
         height, width = image_size
     except (TypeError, ValueError):
         raise ValueError(f"image_size: expected (height, width), got {image_size!r}") from None
-    return _positive(height, "image_size"), _positive(width, "image_size")
+    return number(height, "image_size", 0, low_open=True), number(width, "image_size", 0, low_open=True)
 
 
 def base_anchors(sizes=(128, 256, 512), ratios=(0.5, 1.0, 2.0)):
@@ -90,7 +72,7 @@ def grid_size(image_size, stride=16):
     ``grid_size((600, 800))`` is ``(38, 50)``: 1900 cells.
     """
     height, width = _image_size(image_size)
-    stride = _positive(stride, "stride")
+    stride = number(stride, "stride", 0, low_open=True)
     return math.ceil(height / stride), math.ceil(width / stride)
 
 
@@ -119,9 +101,9 @@ def generate_anchors(image_size, stride=16, sizes=(128, 256, 512), ratios=(0.5, 
     if str(dtype) not in ("float32", "float64") and dtype not in (xp.float32, xp.float64):
         raise ValueError(f"dtype: expected float32 or float64, got {dtype!r}")
     dtype = xp.dtype(dtype)
-    offset = _finite(offset, "offset")
+    offset = number(offset, "offset")
     gh, gw = grid_size(image_size, stride)
-    stride = _positive(stride, "stride")
+    stride = number(stride, "stride", 0, low_open=True)
     base = base_anchors(sizes, ratios).astype(dtype)
     shift_x = (xp.arange(gw, dtype=dtype) + offset) * stride
     shift_y = (xp.arange(gh, dtype=dtype) + offset) * stride

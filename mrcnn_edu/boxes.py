@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 
 from . import backend
-from ._validate import as_float_array, check_boxes, check_finite, check_ndim, check_same_length, pair
+from ._validate import as_float_array, check_boxes, check_finite, check_ndim, check_same_length, number, pair
 
 __all__ = ["BBOX_XFORM_CLIP", "box_area", "box_iou", "box_encode", "box_decode", "nms", "batched_nms",
            "clip_boxes_to_image", "remove_small_boxes"]
@@ -32,17 +32,6 @@ BBOX_XFORM_CLIP = math.log(1000.0 / 16)
 
 
 # ----------------------------------------------------------------------------------------------- checks
-def _number(value, name, low=-math.inf, high=math.inf, allow_inf=False):
-    """``value`` as a Python float in ``[low, high]``, or a ``ValueError`` naming ``name``."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a number, got {value!r}") from None
-    if math.isnan(value) or (math.isinf(value) and not allow_inf) or not low <= value <= high:
-        raise ValueError(f"{name}: expected a number in [{low}, {high}], got {value!r}")
-    return value
-
-
 def _weights(weights):
     """The four positive box-coding weights ``(wx, wy, ww, wh)`` as Python floats."""
     try:
@@ -51,7 +40,7 @@ def _weights(weights):
         raise ValueError(f"weights: expected 4 positive numbers (wx, wy, ww, wh), got {weights!r}") from None
     if len(values) != 4:
         raise ValueError(f"weights: expected 4 positive numbers (wx, wy, ww, wh), got {weights!r}")
-    return tuple(_number(w, "weights", low=math.ulp(0.0)) for w in values)
+    return tuple(number(w, "weights", 0, low_open=True) for w in values)
 
 
 def _scores(scores, boxes, xp):
@@ -195,7 +184,7 @@ def box_decode(deltas, reference, weights=(1.0, 1.0, 1.0, 1.0), clip=BBOX_XFORM_
     reference = check_boxes(reference, "reference", xp)
     check_same_length(deltas, "deltas", reference, "reference")
     wx, wy, ww, wh = _weights(weights)
-    clip = _number(clip, "clip", allow_inf=True)
+    clip = number(clip, "clip", allow_inf=True)
     dtype = xp.result_type(deltas, reference)
     deltas, reference = deltas.astype(dtype, copy=False), reference.astype(dtype, copy=False)
 
@@ -274,7 +263,7 @@ def nms(boxes, scores, iou_threshold):
     xp = backend.get_array_module(boxes, scores)
     boxes = check_boxes(boxes, "boxes", xp)
     scores = _scores(scores, boxes, xp)
-    iou_threshold = _number(iou_threshold, "iou_threshold", 0.0, 1.0)
+    iou_threshold = number(iou_threshold, "iou_threshold", 0.0, 1.0)
     if boxes.shape[0] == 0:
         return xp.zeros(0, dtype=xp.int64)
     return _nms(boxes, scores, iou_threshold)
@@ -306,7 +295,7 @@ def batched_nms(boxes, scores, idxs, iou_threshold):
         raise TypeError(f"idxs: expected integer class indices, got dtype {idxs.dtype}")
     check_ndim(idxs, "idxs", 1, "N class indices, one per box (1-D)")
     check_same_length(boxes, "boxes", idxs, "idxs")
-    iou_threshold = _number(iou_threshold, "iou_threshold", 0.0, 1.0)
+    iou_threshold = number(iou_threshold, "iou_threshold", 0.0, 1.0)
     if boxes.shape[0] == 0:
         return xp.zeros(0, dtype=xp.int64)
     span = boxes.max() - xp.minimum(boxes.min(), 0) + 1
@@ -338,6 +327,6 @@ def remove_small_boxes(boxes, min_size):
     """
     boxes = check_boxes(boxes, "boxes")
     xp = backend.get_array_module(boxes)
-    min_size = _number(min_size, "min_size")
+    min_size = number(min_size, "min_size")
     big = ((boxes[:, 2] - boxes[:, 0]) >= min_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_size)
     return xp.nonzero(big)[0].astype(xp.int64)

@@ -271,7 +271,6 @@ class MaskRCNN(Module):
         cfg = self.config
         xp = backend.xp
         x = self.normalize(images)
-        n = x.shape[0]
         c4, p3, pm = self._features(x)
         anchors = self.anchors()
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 
 from . import backend
+from ._validate import number
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "WarmupStepLR", "WarmupCosineLR", "clip_grad_norm",
            "global_grad_norm"]
@@ -40,7 +41,7 @@ class Optimizer:
         if not isinstance(params, dict) or not params:
             raise TypeError("params: expected a non-empty dict name -> array, such as model.parameters()")
         self.params = params
-        self.lr = _positive(lr, "lr", allow_zero=True)
+        self.lr = number(lr, "lr", 0)
         self.t = 0                                            # number of steps taken
         self.counts = {}                                      # name -> updates of that parameter so far
         self.state = {slot: {} for slot in self.slots}        # slot -> name -> array like the parameter
@@ -127,20 +128,6 @@ class Optimizer:
         self.state = slots
 
 
-def _positive(v, name, allow_zero=False):
-    v = float(v)
-    if not (v > 0 or (allow_zero and v == 0)) or math.isinf(v):
-        raise ValueError(f"{name}: expected a finite number {'>=' if allow_zero else '>'} 0, got {v!r}")
-    return v
-
-
-def _fraction(v, name):
-    v = float(v)
-    if not 0 <= v < 1:
-        raise ValueError(f"{name}: expected a number in [0, 1), got {v!r}")
-    return v
-
-
 class SGD(Optimizer):
     """Stochastic gradient descent with momentum and L2 weight decay (PyTorch's rule, dampening 0):
 
@@ -152,8 +139,8 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
         super().__init__(params, lr)
-        self.momentum = _fraction(momentum, "momentum")
-        self.weight_decay = _positive(weight_decay, "weight_decay", allow_zero=True)
+        self.momentum = number(momentum, "momentum", 0, 1, high_open=True)
+        self.weight_decay = number(weight_decay, "weight_decay", 0)
         self.nesterov = bool(nesterov)
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov: needs momentum > 0")
@@ -187,9 +174,10 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr)
-        self.beta1, self.beta2 = _fraction(betas[0], "betas[0]"), _fraction(betas[1], "betas[1]")
-        self.eps = _positive(eps, "eps", allow_zero=True)
-        self.weight_decay = _positive(weight_decay, "weight_decay", allow_zero=True)
+        self.beta1 = number(betas[0], "betas[0]", 0, 1, high_open=True)
+        self.beta2 = number(betas[1], "betas[1]", 0, 1, high_open=True)
+        self.eps = number(eps, "eps", 0)
+        self.weight_decay = number(weight_decay, "weight_decay", 0)
 
     def hyperparameters(self):
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
@@ -234,11 +222,11 @@ class _Warmup:
     """
 
     def __init__(self, base_lr, warmup_steps=0, warmup_factor=0.001):
-        self.base_lr = _positive(base_lr, "base_lr")
+        self.base_lr = number(base_lr, "base_lr", 0, low_open=True)
         if int(warmup_steps) != warmup_steps or warmup_steps < 0:
             raise ValueError(f"warmup_steps: expected an int >= 0, got {warmup_steps!r}")
         self.warmup_steps = int(warmup_steps)
-        self.warmup_factor = _positive(warmup_factor, "warmup_factor")
+        self.warmup_factor = number(warmup_factor, "warmup_factor", 0, low_open=True)
 
     def warmup(self, step):
         if step >= self.warmup_steps:
@@ -253,7 +241,7 @@ class WarmupStepLR(_Warmup):
     def __init__(self, base_lr, milestones, gamma=0.1, warmup_steps=0, warmup_factor=0.001):
         super().__init__(base_lr, warmup_steps, warmup_factor)
         self.milestones = sorted(int(m) for m in milestones)
-        self.gamma = _positive(gamma, "gamma")
+        self.gamma = number(gamma, "gamma", 0, low_open=True)
 
     def __call__(self, step):
         decays = sum(1 for m in self.milestones if step >= m)
@@ -268,8 +256,8 @@ class WarmupCosineLR(_Warmup):
 
     def __init__(self, base_lr, total_steps, warmup_steps=0, warmup_factor=0.001, min_lr=0.0):
         super().__init__(base_lr, warmup_steps, warmup_factor)
-        self.total_steps = int(_positive(total_steps, "total_steps"))
-        self.min_lr = _positive(min_lr, "min_lr", allow_zero=True)
+        self.total_steps = int(number(total_steps, "total_steps", 0, low_open=True))
+        self.min_lr = number(min_lr, "min_lr", 0)
 
     def __call__(self, step):
         t = min(step, self.total_steps) / self.total_steps
@@ -297,7 +285,7 @@ def clip_grad_norm(grads, max_norm):
     ``torch.nn.utils.clip_grad_norm_``, whose ``1e-6`` in the denominator this keeps. The direction of
     the update is unchanged; only its length is capped.
     """
-    max_norm = _positive(max_norm, "max_norm")
+    max_norm = number(max_norm, "max_norm", 0, low_open=True)
     norm = global_grad_norm(grads)
     if not math.isfinite(norm):
         raise FloatingPointError(f"grads: the gradient norm is {norm}; the step before diverged")

@@ -24,7 +24,7 @@ This is exactly torchvision's arithmetic (the same samples, weights and clamping
 from __future__ import annotations
 
 from . import backend
-from ._validate import as_float_array, check_finite, check_ndim, check_rois, pair
+from ._validate import as_float_array, check_finite, check_ndim, check_rois, number, pair
 
 __all__ = ["roi_align", "roi_align_backward", "roi_pool", "roi_pool_backward"]
 
@@ -62,10 +62,15 @@ def _check_rois(rois, num_images, xp):
 
 
 def _check_scale(spatial_scale):
-    spatial_scale = float(spatial_scale)
-    if not (spatial_scale > 0 and spatial_scale < float("inf")):
-        raise ValueError(f"spatial_scale: expected a positive finite number, got {spatial_scale!r}")
-    return spatial_scale
+    return number(spatial_scale, "spatial_scale", 0, low_open=True)
+
+
+def _check_forward(features, rois, output_size, spatial_scale):
+    """The checks RoIAlign and RoIPool share: ``(features, rois, (oh, ow), spatial_scale, xp)``."""
+    features = _check_features(features)
+    xp = backend.get_array_module(features)
+    rois = _check_rois(rois, features.shape[0], xp)
+    return features, rois, pair(output_size, "output_size"), _check_scale(spatial_scale), xp
 
 
 def _check_grad_output(grad_output, rois, channels, output_size):
@@ -173,12 +178,8 @@ def roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=-1,
     aligned        : shift the box by -0.5 pixel so that a pixel's centre sits at integer + 0.5
     Returns R x C x oh x ow, the average of the bilinear samples of each bin.
     """
-    features = _check_features(features)
-    xp = backend.get_array_module(features)
+    features, rois, (oh, ow), spatial_scale, xp = _check_forward(features, rois, output_size, spatial_scale)
     N, C, H, W = features.shape
-    rois = _check_rois(rois, N, xp)
-    oh, ow = pair(output_size, "output_size")
-    spatial_scale = _check_scale(spatial_scale)
     R = rois.shape[0]
     if R == 0 or C == 0 or H == 0 or W == 0:
         return xp.zeros((R, C, oh, ow), dtype=features.dtype)
@@ -276,12 +277,8 @@ def roi_pool(features, rois, output_size, spatial_scale=1.0, bins="caffe"):
     Returns ``(output, argmax)``: output R x C x oh x ow; argmax R x C x oh x ow int64, the flat index
     ``y * W + x`` of each maximum in its image's channel, -1 (and output 0) for an empty bin.
     """
-    features = _check_features(features)
-    xp = backend.get_array_module(features)
+    features, rois, (oh, ow), spatial_scale, xp = _check_forward(features, rois, output_size, spatial_scale)
     N, C, H, W = features.shape
-    rois = _check_rois(rois, N, xp)
-    oh, ow = pair(output_size, "output_size")
-    spatial_scale = _check_scale(spatial_scale)
     if bins not in ("caffe", "slides"):
         raise ValueError(f"bins: expected 'caffe' or 'slides', got {bins!r}")
     R, dtype = rois.shape[0], features.dtype
