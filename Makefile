@@ -3,7 +3,7 @@
 PYTHON ?= python3
 ARGS ?=
 
-.PHONY: train demo test oracle bench
+.PHONY: train demo test oracle bench book ablate
 
 train:
 	$(PYTHON) tasks.py train $(ARGS)
@@ -20,3 +20,9 @@ oracle:
 
 bench:
 	$(PYTHON) tasks.py bench $(ARGS)
+
+book:
+	$(PYTHON) tasks.py book $(ARGS)
+
+ablate:
+	$(PYTHON) tasks.py ablate $(ARGS)

@@ -6,6 +6,8 @@
     python3 tasks.py test     [args...]   the whole test suite (args go to pytest, e.g. -k roi)
     python3 tasks.py oracle   [args...]   the torchvision parity tests, in their own environment (several GB)
     python3 tasks.py bench    [args...]   every benchmarks/*.py (args go to each script)
+    python3 tasks.py book     [args...]   execute the notebooks, render the course as HTML -> build/book/
+    python3 tasks.py ablate   [args...]   the paper's Table 2 ablations on shapes -> benchmarks/ablations.md
 
 Each command first makes its virtual environment if it is missing (./.venv, or ./.venv-oracle for the oracle)
 and installs the project into it, editable, with its dev extra; it reinstalls only when what it would
@@ -141,6 +143,16 @@ def cmd_demo(args: list) -> None:
     run([venv_script(VENV, "mrcnn-edu"), "demo", "--out", "runs/demo", *args])
 
 
+def cmd_book(args: list) -> None:
+    ensure_venv(VENV, ("-e", PROJECT))
+    run([venv_script(VENV, "mrcnn-edu"), "book", "--out", "build/book", *args])
+
+
+def cmd_ablate(args: list) -> None:
+    ensure_venv(VENV, ("-e", PROJECT))
+    run([venv_script(VENV, "mrcnn-edu"), "ablate", "--out", "runs/ablate", *args])
+
+
 def cmd_test(args: list) -> None:
     python = ensure_venv(VENV, ("-e", PROJECT))
     print_versions(python)
@@ -178,7 +190,8 @@ def cmd_bench(args: list) -> None:
         raise failed
 
 
-COMMANDS = {"train": cmd_train, "demo": cmd_demo, "test": cmd_test, "oracle": cmd_oracle, "bench": cmd_bench}
+COMMANDS = {"train": cmd_train, "demo": cmd_demo, "test": cmd_test, "oracle": cmd_oracle, "bench": cmd_bench,
+            "book": cmd_book, "ablate": cmd_ablate}
 
 
 def main(argv: list) -> int:

@@ -11,6 +11,7 @@ CuPy) and reproduce torchvision's ops operation for operation, so that the tests
 ``box_iou``                ``torchvision.ops.box_iou`` (0, not NaN, where the union is 0)
 ``box_encode``             ``BoxCoder.encode_single`` (arguments in the lecture's order)
 ``box_decode``             ``BoxCoder.decode_single``
+``box_decode_backward``    its gradient (for box losses on decoded boxes, such as GIoU)
 ``nms``                    ``torchvision.ops.nms``
 ``batched_nms``            ``torchvision.ops.batched_nms``
 ``clip_boxes_to_image``    ``torchvision.ops.clip_boxes_to_image``
@@ -24,7 +25,7 @@ import math
 from . import backend
 from ._validate import as_float_array, check_boxes, check_finite, check_ndim, check_same_length, number, pair
 
-__all__ = ["BBOX_XFORM_CLIP", "box_area", "box_iou", "box_encode", "box_decode", "nms", "batched_nms",
+__all__ = ["BBOX_XFORM_CLIP", "box_area", "box_iou", "box_encode", "box_decode", "box_decode_backward", "nms", "batched_nms",
            "clip_boxes_to_image", "remove_small_boxes"]
 
 # Largest dw, dh fed to exp() when decoding: a box may grow at most 1000/16 = 62.5 times (torchvision's value).
@@ -200,6 +201,39 @@ def box_decode(deltas, reference, weights=(1.0, 1.0, 1.0, 1.0), clip=BBOX_XFORM_
     half_h = 0.5 * (xp.exp(dh) * h)
     boxes = xp.stack([pred_cx - half_w, pred_cy - half_h, pred_cx + half_w, pred_cy + half_h], axis=2)
     return boxes.reshape(deltas.shape)
+
+
+def box_decode_backward(dboxes, deltas, reference, weights=(1.0, 1.0, 1.0, 1.0), clip=BBOX_XFORM_CLIP):
+    """The gradient of ``box_decode`` with respect to its deltas (the reference boxes carry none).
+
+    dboxes    : N x 4K, the loss's gradient with respect to the decoded boxes ``(x1, y1, x2, y2)``
+    deltas, reference, weights, clip : what ``box_decode`` was given
+    returns N x 4K, the gradient with respect to ``deltas``. With x1, x2 = cx -+ w / 2::
+
+        dL/ddx = (dL/dx1 + dL/dx2) * w_r / wx
+        dL/ddw = (dL/dx2 - dL/dx1) * (w / 2) / ww      0 where dw / ww was clipped
+
+    and likewise for dy, dh with y1, y2 and the heights.
+    """
+    xp = backend.get_array_module(dboxes, deltas, reference)
+    deltas = _deltas(deltas, xp)
+    reference = check_boxes(reference, "reference", xp)
+    dboxes = as_float_array(dboxes, "dboxes", xp)
+    if tuple(dboxes.shape) != tuple(deltas.shape):
+        raise ValueError(f"dboxes: expected the deltas' shape {tuple(deltas.shape)}, got {tuple(dboxes.shape)}")
+    wx, wy, ww, wh = _weights(weights)
+    clip = number(clip, "clip", allow_inf=True)
+    dtype = xp.result_type(dboxes, deltas, reference)
+    w, h, _, _ = (v[:, None].astype(dtype) for v in _size_centre(reference))
+    dw, dh = deltas[:, 2::4] / ww, deltas[:, 3::4] / wh
+    half_w = 0.5 * xp.exp(xp.minimum(dw, clip)) * w
+    half_h = 0.5 * xp.exp(xp.minimum(dh, clip)) * h
+    g = dboxes.astype(dtype).reshape(len(dboxes), -1, 4)
+    grad = xp.stack([(g[..., 0] + g[..., 2]) * w / wx,
+                     (g[..., 1] + g[..., 3]) * h / wy,
+                     xp.where(dw < clip, (g[..., 2] - g[..., 0]) * half_w / ww, 0.0),
+                     xp.where(dh < clip, (g[..., 3] - g[..., 1]) * half_h / wh, 0.0)], axis=2)
+    return grad.reshape(deltas.shape).astype(dtype, copy=False)
 
 
 # ------------------------------------------------------------------------------------------------ NMS

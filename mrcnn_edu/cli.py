@@ -8,6 +8,8 @@
     predict        draw instances on your images, and write them as COCO JSON
     export-shapes  write shapes images and their COCO annotations
     lessons        start: copy the exercise stubs into your working copies; check [NN]: grade them
+    book           execute the notebooks and render the course as static HTML (build/book/)
+    ablate         the paper's Table 2 ablations on shapes: train each setting, print one table
 
 A bad file or argument ends with one line that says what is wrong (exit status 2), not a traceback.
 """
@@ -18,7 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from . import backend
+from . import ablate, backend
+from .book import add_book_parser, run_book
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -178,6 +181,11 @@ def cmd_train(args):
         if getattr(args, name) is not None:
             setattr(tcfg, name, getattr(args, name))
     mcfg = ModelConfig()
+    for name in ("roi_op", "mask_loss", "mask_head", "box_loss", "backbone_stride"):
+        if getattr(args, name) is not None:
+            setattr(mcfg, name, getattr(args, name))
+    if args.no_fpn or mcfg.backbone_stride == 32:
+        mcfg.fpn = False
     data = _coco_data(args, mcfg.image_size)
     if data is not None:
         mcfg.num_classes = len(data.class_names)
@@ -305,6 +313,14 @@ def build_parser():
     p.add_argument("--val-images", type=int, help="validation images (default 200)")
     p.add_argument("--coco-gt", help="train on a COCO-format data set: its annotations JSON ...")
     p.add_argument("--images", help="... and its image folder")
+    g = p.add_argument_group("model variants (the paper's ablations; see `mrcnn-edu ablate`)")
+    g.add_argument("--roi-op", choices=["align", "pool"], help="RoIAlign (default) or RoIPool")
+    g.add_argument("--mask-loss", choices=["sigmoid", "softmax"], help="per-class sigmoid (default) or per-pixel softmax")
+    g.add_argument("--mask-head", choices=["fcn", "mlp"], help="convolutional (default) or fully connected")
+    g.add_argument("--box-loss", choices=["smooth_l1", "giou"], help="smooth-L1 of the deltas (default) or 1 - GIoU")
+    g.add_argument("--backbone-stride", type=int, choices=[16, 32],
+                   help="16: heads on C4 (default); 32: one more stage, C5, without FPN")
+    g.add_argument("--no-fpn", action="store_true", help="both heads read the backbone's top map, no pyramid")
 
     p = sub.add_parser("evaluate", help="COCO AP of a model")
     p.add_argument("--checkpoint", required=True, help="model.npz (or checkpoint.npz) from train")
@@ -325,6 +341,9 @@ def build_parser():
     p.add_argument("action", choices=["start", "check"])
     p.add_argument("stage", nargs="?", default=None, help="one lesson, e.g. 01 (default: all)")
 
+    add_book_parser(sub)
+    ablate.add_parser(sub)
+
     p = sub.add_parser("export-shapes", help="write shapes images and COCO annotations")
     p.add_argument("--n", type=int, required=True, help="number of images")
     p.add_argument("--seed", type=int, default=0, help="seed (the validation split of this seed)")
@@ -333,7 +352,8 @@ def build_parser():
 
 
 COMMANDS = {"demo": lambda a: 0 if demo(a.out) else 1, "train": cmd_train, "evaluate": cmd_evaluate,
-            "predict": cmd_predict, "export-shapes": cmd_export_shapes, "lessons": cmd_lessons}
+            "predict": cmd_predict, "export-shapes": cmd_export_shapes, "lessons": cmd_lessons,
+            "book": lambda a: run_book(a), "ablate": lambda a: (_keep_freed_memory(), ablate.cmd_ablate(a))[1]}
 
 
 def main(argv=None):

@@ -19,6 +19,7 @@ loss                        used for                                         lec
 ``with_logits``
 ``sigmoid_mask_loss``       mask head: per-class sigmoid (Mask R-CNN)        "per-class sigmoid masks"
 ``softmax_mask_loss``       mask head: per-pixel softmax (the ablation)      "softmax vs sigmoid masks"
+``giou_loss``               box head, instead of smooth-L1 (an ablation)     "IoU as L_box?"
 ==========================  ===============================================  ==========================
 
 Semantics follow PyTorch (``torch.nn.functional``) and torchvision's ``maskrcnn_loss``, with one
@@ -31,7 +32,7 @@ from . import backend
 from ._validate import as_float_array, check_finite, check_ndim
 
 __all__ = ["smooth_l1_loss", "softmax_cross_entropy", "binary_cross_entropy_with_logits",
-           "sigmoid_mask_loss", "softmax_mask_loss"]
+           "sigmoid_mask_loss", "softmax_mask_loss", "giou_loss"]
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -341,3 +342,58 @@ def softmax_mask_loss(mask_logits, labels, mask_targets):
     # forward and backward (shared with softmax_cross_entropy, softmax along axis 1 = the K channels)
     loss_sum, dmask_logits = _softmax_cross_entropy_sum(mask_logits, pixel_class, xp)
     return xp.asarray(loss_sum * scale, dtype=mask_logits.dtype), dmask_logits * scale
+
+
+def giou_loss(pred_boxes, target_boxes, reduction="sum", eps=1e-7):
+    """Generalized-IoU loss ``1 - GIoU`` of predicted boxes (``torchvision.ops.generalized_box_iou_loss``).
+
+    The lecture asks whether IoU itself could be the box loss. Plain ``1 - IoU`` has no gradient once the
+    boxes stop overlapping; GIoU (Rezatofighi et al., 2019) subtracts the share of the smallest enclosing box
+    C that the union U does not cover, which still pulls disjoint boxes together:
+
+        I = |A n B|,  U = |A| + |B| - I,  C = |smallest box holding A and B|
+        GIoU = I / (U + eps) - (C - U) / (C + eps),    loss = 1 - GIoU in [0, 2]
+
+    pred_boxes   : N x 4 float ``(x1, y1, x2, y2)``, x2 >= x1 and y2 >= y1
+    target_boxes : N x 4 float, the matched ground truth (no gradient)
+    reduction    : "sum" (default, as torchvision's loss), "mean" or "none"
+    Returns ``(loss, dpred_boxes)``. Backward, with dL/dI = -1/(U+eps) + dL/dU(-1) and the chain rule through
+    the min/max corners::
+
+        dL/dU = I / (U + eps)^2 - 1 / (C + eps)        dL/dC = (U + eps) / (C + eps)^2
+
+    Where two corners tie in a min or max, the predicted box's corner takes the gradient.
+    """
+    pred_boxes = as_float_array(pred_boxes, "pred_boxes")
+    xp = backend.get_array_module(pred_boxes)
+    target_boxes = _float_input(target_boxes, "target_boxes", xp, pred_boxes.dtype)
+    _check_reduction(reduction)
+    for a, name in ((pred_boxes, "pred_boxes"), (target_boxes, "target_boxes")):
+        if a.ndim != 2 or a.shape[1] != 4:
+            raise ValueError(f"{name}: expected N x 4 boxes, got shape {tuple(a.shape)}")
+        check_finite(a, name)
+    _check_same_shape(pred_boxes, "pred_boxes", target_boxes, "target_boxes")
+    x1, y1, x2, y2 = (pred_boxes[:, i] for i in range(4))
+    gx1, gy1, gx2, gy2 = (target_boxes[:, i] for i in range(4))
+
+    # forward
+    iw, ih = xp.minimum(x2, gx2) - xp.maximum(x1, gx1), xp.minimum(y2, gy2) - xp.maximum(y1, gy1)
+    overlap = (iw > 0) & (ih > 0)
+    inter = xp.where(overlap, iw * ih, 0.0)
+    union = (x2 - x1) * (y2 - y1) + (gx2 - gx1) * (gy2 - gy1) - inter
+    cw, ch = xp.maximum(x2, gx2) - xp.minimum(x1, gx1), xp.maximum(y2, gy2) - xp.minimum(y1, gy1)
+    hull = cw * ch
+    loss = 1.0 - inter / (union + eps) + (hull - union) / (hull + eps)
+
+    # backward: through I, U = A_pred + A_gt - I and C to the four corners of the predicted box
+    d_union = inter / (union + eps) ** 2 - 1.0 / (hull + eps)
+    d_inter = -1.0 / (union + eps) - d_union
+    d_hull = (union + eps) / (hull + eps) ** 2
+    di_w, di_h = xp.where(overlap, d_inter * ih, 0.0), xp.where(overlap, d_inter * iw, 0.0)
+    pw, ph = x2 - x1, y2 - y1
+    grad = xp.stack([
+        -d_union * ph - di_w * (x1 >= gx1) - d_hull * ch * (x1 <= gx1),
+        -d_union * pw - di_h * (y1 >= gy1) - d_hull * cw * (y1 <= gy1),
+        d_union * ph + di_w * (x2 <= gx2) + d_hull * ch * (x2 >= gx2),
+        d_union * pw + di_h * (y2 <= gy2) + d_hull * cw * (y2 >= gy2)], axis=1)
+    return _reduce(loss, grad.astype(pred_boxes.dtype, copy=False), reduction, xp)

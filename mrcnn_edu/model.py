@@ -15,6 +15,11 @@ gradient, as in the paper.
 Sizes are chosen for 128 x 128 shapes images (objects 40 to 64 px): an 8 x 8 anchor grid at stride 16 with
 anchors of 40, 56 and 72 px centred in their cells, P3 at stride 8 for the box head and P2 at stride 4 for
 the mask head, so boxes see 16 x 16 features and masks 32 x 32 rather than 8 x 8. Everything is a field of ``ModelConfig``.
+
+The paper's ablations (Table 2) are fields too, so ``mrcnn-edu ablate`` trains the same model with one
+thing changed: ``roi_op`` (RoIAlign or RoIPool), ``mask_loss`` (per-class sigmoid or per-pixel softmax),
+``mask_head`` (FCN or MLP), ``box_loss`` (smooth-L1 or GIoU) and ``backbone_stride`` (16, C4, or 32, C5:
+one more stride-2 stage, without FPN, as the paper's "ResNet-50-C5").
 """
 from __future__ import annotations
 
@@ -23,14 +28,15 @@ from dataclasses import asdict, dataclass, field
 from . import backend
 from .anchors import generate_anchors
 from .boxes import batched_nms, box_decode, clip_boxes_to_image, remove_small_boxes
-from .heads import BoxHead, MaskHead, paste_masks
-from .losses import sigmoid_mask_loss
+from .heads import BoxHead, MaskHead, MLPMaskHead, paste_masks
+from .losses import sigmoid_mask_loss, softmax_mask_loss
 from .nn import Conv2d, GroupNorm, Module, ReLU, Sequential, UpsampleNearest2x
-from .roi import roi_align, roi_align_backward
+from .roi import roi_align, roi_align_backward, roi_pool, roi_pool_backward
 from .roi_heads import box_head_targets, fast_rcnn_loss, mask_targets
 from .rpn import generate_proposals, rpn_loss, rpn_targets
 
-__all__ = ["ModelConfig", "MaskRCNN"]
+__all__ = ["ModelConfig", "MaskRCNN", "rois_from_boxes", "sample_mask_rois", "postprocess_detections",
+           "detection_masks"]
 
 BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 
@@ -42,7 +48,8 @@ class ModelConfig:
     image_size: int = 128                     # images are resized and padded to this square
     channels: tuple = (16, 32, 64, 128)       # backbone widths at strides 2, 4, 8, 16
     groups: int = 8                           # GroupNorm groups
-    fpn: bool = True                          # False: both heads read C4 (stride 16), no pyramid
+    backbone_stride: int = 16                 # 16: C4 on top; 32: one more stage, C5 (needs fpn=False)
+    fpn: bool = True                          # False: both heads read the top map (C4 or C5), no pyramid
     fpn_channels: int = 64                    # P2 and P3
     anchor_sizes: tuple = (40.0, 56.0, 72.0)
     anchor_ratios: tuple = (1.0,)
@@ -63,6 +70,10 @@ class ModelConfig:
     mask_channels: int = 64
     mask_convs: int = 2
     sampling_ratio: int = 2
+    roi_op: str = "align"                     # "align": RoIAlign; "pool": RoIPool (quantized, the ablation)
+    mask_loss: str = "sigmoid"                # "sigmoid": per-class (Mask R-CNN); "softmax": per pixel
+    mask_head: str = "fcn"                    # "fcn": convs; "mlp": fc layers (box_hidden units)
+    box_loss: str = "smooth_l1"               # "smooth_l1" or "giou" (1 - GIoU of the decoded box)
     score_threshold: float = 0.05
     detection_nms: float = 0.5
     detections_per_image: int = 20
@@ -84,9 +95,12 @@ def _conv_block(c_in, c_out, stride, groups, rng):
 
 class Backbone(Module):
     """Four stride-2 stages of 3 x 3 conv + GroupNorm + ReLU (two convs from stage 2 on): C2, C3, C4 out
-    (strides 4, 8 and 16)."""
+    (strides 4, 8 and 16). With ``stride=32`` a fifth stage of C4's width follows and C5 replaces C4.
 
-    def __init__(self, channels, groups, *, rng):
+    forward(x) -> (C2, C3, top), top = C4 (stride 16) or C5 (stride 32); backward((dC2, dC3, dtop)) -> dx
+    """
+
+    def __init__(self, channels, groups, *, rng, stride=16):
         super().__init__()
         c1, c2, c3, c4 = channels
         g = lambda c: min(groups, c)  # noqa: E731
@@ -94,14 +108,19 @@ class Backbone(Module):
         self.stage2 = Sequential(*_conv_block(c1, c2, 2, g(c2), rng), *_conv_block(c2, c2, 1, g(c2), rng))
         self.stage3 = Sequential(*_conv_block(c2, c3, 2, g(c3), rng), *_conv_block(c3, c3, 1, g(c3), rng))
         self.stage4 = Sequential(*_conv_block(c3, c4, 2, g(c4), rng), *_conv_block(c4, c4, 1, g(c4), rng))
+        if stride == 32:
+            self.stage5 = Sequential(*_conv_block(c4, c4, 2, g(c4), rng), *_conv_block(c4, c4, 1, g(c4), rng))
 
     def forward(self, x):
         c2 = self.stage2.forward(self.stage1.forward(x))
         c3 = self.stage3.forward(c2)
-        return c2, c3, self.stage4.forward(c3)
+        top = self.stage4.forward(c3)
+        return c2, c3, (self.stage5.forward(top) if hasattr(self, "stage5") else top)
 
     def backward(self, grads):
         dc2, dc3, dc4 = grads
+        if hasattr(self, "stage5"):
+            dc4 = self.stage5.backward(dc4)
         dc3 = self.stage4.backward(dc4) if dc3 is None else dc3 + self.stage4.backward(dc4)
         dc2 = self.stage3.backward(dc3) if dc2 is None else dc2 + self.stage3.backward(dc3)
         return self.stage1.backward(self.stage2.backward(dc2))
@@ -189,23 +208,26 @@ class MaskRCNN(Module):
         super().__init__()
         self.config = cfg = config or ModelConfig()
         c2, c3, c4 = cfg.channels[1:]
-        if cfg.mask_stride not in (4, 8):
-            raise ValueError(f"mask_stride: expected 4 (P2) or 8 (P3), got {cfg.mask_stride!r}")
+        _check_config(cfg)
         k = len(cfg.anchor_sizes) * len(cfg.anchor_ratios)
-        self.backbone = Backbone(cfg.channels, cfg.groups, rng=rng)
+        self.backbone = Backbone(cfg.channels, cfg.groups, rng=rng, stride=cfg.backbone_stride)
         if cfg.fpn:
             self.fpn = FPNLite(c2, c3, c4, cfg.fpn_channels, cfg.mask_stride == 4, rng=rng)
         # the strides of the maps the box head and the mask head read
-        self.strides = (8, cfg.mask_stride) if cfg.fpn else (16, 16)
+        self.strides = (8, cfg.mask_stride) if cfg.fpn else (cfg.backbone_stride, cfg.backbone_stride)
         head_channels = cfg.fpn_channels if cfg.fpn else c4
         self.rpn = RPNHead(c4, k, rng=rng)
         self.box_head = BoxHead(head_channels, cfg.box_pool, cfg.box_hidden, cfg.num_classes, rng=rng)
-        self.mask_head = MaskHead(head_channels, cfg.mask_channels, cfg.mask_convs, cfg.num_classes, rng=rng)
+        if cfg.mask_head == "mlp":
+            self.mask_head = MLPMaskHead(head_channels, cfg.mask_pool, cfg.box_hidden, cfg.num_classes,
+                                         2 * cfg.mask_pool, rng=rng)
+        else:
+            self.mask_head = MaskHead(head_channels, cfg.mask_channels, cfg.mask_convs, cfg.num_classes, rng=rng)
 
     # ---------------------------------------------------------------------------------------------------
     def anchors(self, dtype="float32"):
         cfg = self.config
-        return generate_anchors((cfg.image_size, cfg.image_size), 16, cfg.anchor_sizes, cfg.anchor_ratios,
+        return generate_anchors((cfg.image_size, cfg.image_size), cfg.backbone_stride, cfg.anchor_sizes, cfg.anchor_ratios,
                                 cfg.anchor_offset, dtype=dtype)
 
     @property
@@ -249,12 +271,23 @@ class MaskRCNN(Module):
                                    cfg.rpn_nms)[0] for i in range(objectness.shape[0])]
 
     def _pool(self, fmap, stride, boxes_per_image, size):
-        """RoIAlign of each image's boxes on a feature map of the given stride: (R x C x size x size, rois R x 5)."""
-        xp = backend.get_array_module(fmap)
-        rois = xp.concatenate([xp.concatenate([xp.full((len(b), 1), i, dtype=fmap.dtype), b.astype(fmap.dtype)], 1)
-                               for i, b in enumerate(boxes_per_image)]) if boxes_per_image else xp.zeros((0, 5))
-        feats = roi_align(fmap, rois, size, 1 / stride, self.config.sampling_ratio, aligned=True)
-        return feats, rois
+        """RoIAlign (or RoIPool) of each image's boxes on a feature map of the given stride.
+
+        Returns ``(features R x C x size x size, cache)``; ``cache[0]`` is the RoIs, R x 5.
+        """
+        rois = rois_from_boxes(boxes_per_image, fmap.dtype)
+        if self.config.roi_op == "pool":
+            feats, argmax = roi_pool(fmap, rois, size, 1 / stride)
+        else:
+            feats, argmax = roi_align(fmap, rois, size, 1 / stride, self.config.sampling_ratio, aligned=True), None
+        return feats, (rois, argmax, fmap.shape, size, stride)
+
+    def _pool_backward(self, dfeats, cache):
+        """The gradient of ``_pool`` on its feature map."""
+        rois, argmax, shape, size, stride = cache
+        if argmax is not None:
+            return roi_pool_backward(dfeats, argmax, shape, rois)
+        return roi_align_backward(dfeats, rois, shape, size, 1 / stride, self.config.sampling_ratio, aligned=True)
 
     # ---------------------------------------------------------------------------------------------------
     def loss_and_backward(self, images, targets, rng, proposals=None):
@@ -286,27 +319,27 @@ class MaskRCNN(Module):
         sampled = [box_head_targets(p, t["boxes"], t["labels"], rng, cfg.roi_batch, cfg.roi_positive_fraction,
                                     weights=BOX_WEIGHTS) for p, t in zip(proposals, targets)]
         box_stride, mask_stride = self.strides
-        box_feats, rois = self._pool(p3, box_stride, [s[0] for s in sampled], cfg.box_pool)
+        box_feats, box_cache = self._pool(p3, box_stride, [s[0] for s in sampled], cfg.box_pool)
         class_logits, box_deltas = self.box_head.forward(box_feats)
         roi_labels = xp.concatenate([s[1] for s in sampled])
         l_cls, l_box, dlogits, dbox = fast_rcnn_loss(class_logits, box_deltas, roi_labels,
-                                                     xp.concatenate([s[2] for s in sampled]))
-        dp3 = roi_align_backward(self.box_head.backward((dlogits, dbox)), rois, p3.shape, cfg.box_pool,
-                                 1 / box_stride, cfg.sampling_ratio, aligned=True)
+                                                     xp.concatenate([s[2] for s in sampled]), cfg.box_loss,
+                                                     box_cache[0][:, 1:], BOX_WEIGHTS)
+        dp3 = self._pool_backward(self.box_head.backward((dlogits, dbox)), box_cache)
 
         # mask head on the positive RoIs: each learns the mask of its own ground truth, in its own box
         m = 2 * cfg.mask_pool
-        pos = [self._mask_sample(s[1] > 0, rng) for s in sampled]
+        pos = [sample_mask_rois(s[1] > 0, cfg.mask_rois_per_image, rng) for s in sampled]
         pos_boxes = [s[0][p] for s, p in zip(sampled, pos)]
         l_mask = 0.0
         if sum(int(p.sum()) for p in pos):
             mask_t = xp.concatenate([mask_targets(t["masks"], b, s[3][p], m, aligned=True)
                                      for t, s, p, b in zip(targets, sampled, pos, pos_boxes)])
-            mask_feats, mask_rois = self._pool(pm, mask_stride, pos_boxes, cfg.mask_pool)
+            mask_feats, mask_cache = self._pool(pm, mask_stride, pos_boxes, cfg.mask_pool)
             mask_logits = self.mask_head.forward(mask_feats)
-            l_mask, dmask = sigmoid_mask_loss(mask_logits, roi_labels[xp.concatenate(pos)], mask_t)
-            dpm = roi_align_backward(self.mask_head.backward(dmask), mask_rois, pm.shape, cfg.mask_pool,
-                                     1 / mask_stride, cfg.sampling_ratio, aligned=True)
+            mask_loss = softmax_mask_loss if cfg.mask_loss == "softmax" else sigmoid_mask_loss
+            l_mask, dmask = mask_loss(mask_logits, roi_labels[xp.concatenate(pos)], mask_t)
+            dpm = self._pool_backward(self.mask_head.backward(dmask), mask_cache)
         else:
             dpm = xp.zeros_like(pm)
         self._features_backward(dp3, dpm, self.rpn.backward((dobj, ddeltas)))
@@ -314,18 +347,6 @@ class MaskRCNN(Module):
                       loss_objectness=float(l_obj), loss_rpn_box_reg=float(l_rpn_box))
         losses["loss"] = sum(losses.values())
         return losses
-
-    def _mask_sample(self, positive, rng):
-        """At most ``config.mask_rois_per_image`` of an image's positive RoIs, chosen at random, train the mask
-        head: it is most of a step's arithmetic, and the positives of one object are near-duplicates."""
-        cap = self.config.mask_rois_per_image
-        if cap <= 0 or int(positive.sum()) <= cap:
-            return positive
-        xp = backend.get_array_module(positive)
-        keys = xp.where(positive, xp.asarray(rng.random(positive.shape[0])), 2.0)
-        keep = xp.zeros_like(positive)
-        keep[xp.argsort(keys)[:cap]] = True
-        return keep
 
     # ---------------------------------------------------------------------------------------------------
     def predict(self, images):
@@ -341,39 +362,130 @@ class MaskRCNN(Module):
             c4, p3, pm = self._features(x)
             objectness, deltas = self.rpn.forward(c4)
             proposals = self._proposals(self.anchors(), objectness, deltas, cfg.rpn_post_nms_test)
-            box_feats, rois = self._pool(p3, self.strides[0], proposals, cfg.box_pool)
+            box_feats, (rois, *_) = self._pool(p3, self.strides[0], proposals, cfg.box_pool)
             class_logits, box_deltas = self.box_head.forward(box_feats)
-            detections = [self._detect(class_logits[rois[:, 0] == i], box_deltas[rois[:, 0] == i], proposals[i])
+            size = (cfg.image_size, cfg.image_size)
+            detections = [postprocess_detections(class_logits[rois[:, 0] == i], box_deltas[rois[:, 0] == i],
+                                                 proposals[i], size, cfg.score_threshold, cfg.detection_nms,
+                                                 cfg.detections_per_image, BOX_WEIGHTS)
                           for i in range(x.shape[0])]
             mask_feats, _ = self._pool(pm, self.strides[1], [d["boxes"] for d in detections], cfg.mask_pool)
             m = 2 * cfg.mask_pool
             mask_logits = (self.mask_head.forward(mask_feats) if mask_feats.shape[0]
                            else xp.zeros((0, cfg.num_classes, m, m), dtype=p3.dtype))
+            if cfg.mask_loss == "softmax":
+                mask_logits = _softmax_as_sigmoid_logits(mask_logits)
         finally:
             self.train(was_training)
         start = 0
         for d in detections:
             n = len(d["boxes"])
-            logits = mask_logits[start:start + n][xp.arange(n), d["labels"]]
-            probs = 1.0 / (1.0 + xp.exp(-logits))
-            d["masks"] = paste_masks(probs, d["boxes"], (cfg.image_size, cfg.image_size)) >= 0.5
+            d["masks"] = detection_masks(mask_logits[start:start + n], d["labels"], d["boxes"], size)
             start += n
         return detections
 
-    def _detect(self, class_logits, box_deltas, proposals):
-        """Scores, class-specific boxes, score threshold, class-wise NMS, top detections (torchvision's
-        ``postprocess_detections``)."""
-        cfg = self.config
-        xp = backend.get_array_module(class_logits)
-        K = cfg.num_classes
-        z = class_logits - class_logits.max(axis=1, keepdims=True)
-        scores = xp.exp(z) / xp.exp(z).sum(axis=1, keepdims=True)
-        boxes = box_decode(box_deltas, proposals, BOX_WEIGHTS).reshape(-1, K, 4)[:, 1:].reshape(-1, 4)
-        boxes = clip_boxes_to_image(boxes, (cfg.image_size, cfg.image_size))
-        labels = xp.tile(xp.arange(1, K), proposals.shape[0])
-        scores = scores[:, 1:].reshape(-1)
-        keep = xp.nonzero(scores > cfg.score_threshold)[0]
-        keep = keep[remove_small_boxes(boxes[keep], 1e-2)]
-        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        keep = batched_nms(boxes, scores, labels, cfg.detection_nms)[:cfg.detections_per_image]
-        return dict(boxes=boxes[keep], scores=scores[keep], labels=labels[keep])
+
+def _check_config(cfg):
+    """Clear errors for the choices ``ModelConfig`` offers."""
+    choices = dict(roi_op=("align", "pool"), mask_loss=("sigmoid", "softmax"), mask_head=("fcn", "mlp"),
+                   box_loss=("smooth_l1", "giou"), backbone_stride=(16, 32), mask_stride=(4, 8))
+    for name, allowed in choices.items():
+        if getattr(cfg, name) not in allowed:
+            raise ValueError(f"{name}: expected one of {allowed}, got {getattr(cfg, name)!r}")
+    if cfg.backbone_stride == 32 and cfg.fpn:
+        raise ValueError("backbone_stride: 32 (C5) is built without the FPN; set fpn=False")
+
+
+def _softmax_as_sigmoid_logits(z):
+    """Logits whose sigmoid is the per-pixel softmax over the K channels: ``z_k - logsumexp_{j != k} z_j``.
+
+    A model trained with the softmax mask loss then reads out like the sigmoid one (z: D x K x m x m).
+    """
+    xp = backend.get_array_module(z)
+    top = z.max(axis=1, keepdims=True)
+    e = xp.exp(z - top)
+    others = xp.maximum(e.sum(axis=1, keepdims=True) - e, xp.finfo(z.dtype).tiny)
+    return z - top - xp.log(others)
+
+
+# -------------------------------------------------------------------------------------------------------
+# the pieces of a step that are plain functions (lesson 08 grades them)
+# -------------------------------------------------------------------------------------------------------
+
+def rois_from_boxes(boxes_per_image, dtype="float32"):
+    """The RoI ops' ``R x 5`` format from each image's boxes: batch index, then ``(x1, y1, x2, y2)``.
+
+    boxes_per_image : a list of N arrays, image i's ``R_i x 4`` boxes (any float dtype)
+    dtype           : the dtype of the result
+    Returns ``R x 5`` with R = sum R_i, image 0's boxes first; ``0 x 5`` for no images or no boxes.
+    """
+    xp = backend.get_array_module(*boxes_per_image) if boxes_per_image else backend.xp
+    if not boxes_per_image:
+        return xp.zeros((0, 5), dtype=dtype)
+    index = xp.concatenate([xp.full(len(b), i, dtype=dtype) for i, b in enumerate(boxes_per_image)])
+    boxes = xp.concatenate([xp.asarray(b, dtype=dtype).reshape(-1, 4) for b in boxes_per_image])
+    return xp.concatenate([index[:, None], boxes], axis=1)
+
+
+def sample_mask_rois(positive, cap, rng):
+    """Which positive RoIs train the mask head: all of them, or ``cap`` chosen uniformly at random.
+
+    positive : R bool, the image's RoIs matched to an object (label > 0)
+    cap      : int, at most this many are kept; ``cap <= 0`` keeps every positive
+    rng      : numpy Generator; draws R uniform numbers when (and only when) there are more than ``cap``
+    Returns R bool, a subset of ``positive`` with ``min(cap, positive.sum())`` entries set.
+    The mask head is most of a step's arithmetic, and the positives of one object are near-duplicates, so a
+    few of them teach it almost as much as all.
+    """
+    if cap <= 0 or int(positive.sum()) <= cap:
+        return positive
+    xp = backend.get_array_module(positive)
+    keys = xp.where(positive, xp.asarray(rng.random(positive.shape[0])), 2.0)   # negatives sort last
+    keep = xp.zeros_like(positive)
+    keep[xp.argsort(keys)[:cap]] = True
+    return keep
+
+
+def postprocess_detections(class_logits, box_deltas, proposals, image_size, score_threshold=0.05,
+                           nms_threshold=0.5, detections_per_image=100, weights=BOX_WEIGHTS):
+    """One image's detections from the box head's outputs (torchvision's ``postprocess_detections``).
+
+    class_logits : P x K float, K classes with the background as class 0
+    box_deltas   : P x 4K float, class-specific deltas ``(dx, dy, dw, dh)`` of each proposal
+    proposals    : P x 4 float ``(x1, y1, x2, y2)``, the boxes the deltas refer to
+    image_size   : ``(H, W)``, boxes are clipped to it
+    Returns a dict: ``boxes`` D x 4, ``scores`` D (softmax probability), ``labels`` D int (1..K-1), by
+    decreasing score. Every proposal gives K - 1 candidates, one per object class, each with its own box;
+    candidates scoring ``<= score_threshold`` or with a side under 0.01 px are dropped, NMS runs per class
+    at ``nms_threshold``, and the best ``detections_per_image`` remain.
+    """
+    xp = backend.get_array_module(class_logits)
+    P, K = class_logits.shape
+    z = class_logits - class_logits.max(axis=1, keepdims=True)
+    scores = xp.exp(z) / xp.exp(z).sum(axis=1, keepdims=True)
+    boxes = box_decode(box_deltas, proposals, weights).reshape(-1, K, 4)[:, 1:].reshape(-1, 4)
+    boxes = clip_boxes_to_image(boxes, image_size)
+    labels = xp.tile(xp.arange(1, K), P)
+    scores = scores[:, 1:].reshape(-1)
+    keep = xp.nonzero(scores > score_threshold)[0]
+    keep = keep[remove_small_boxes(boxes[keep], 1e-2)]
+    boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+    keep = batched_nms(boxes, scores, labels, nms_threshold)[:detections_per_image]
+    return dict(boxes=boxes[keep], scores=scores[keep], labels=labels[keep])
+
+
+def detection_masks(mask_logits, labels, boxes, image_size, threshold=0.5):
+    """Binary image masks of D detections from the mask head (slides "K (m x m) sigmoid outputs", "Paste Back").
+
+    mask_logits : D x K x m x m float, every class's mask logits for each detection
+    labels      : D int, each detection's class: only that class's mask is used
+    boxes       : D x 4 float, each detection's box in image pixels
+    image_size  : ``(H, W)``
+    Returns D x H x W bool: ``sigmoid(logit) >= threshold`` after pasting the probabilities into the box
+    (``heads.paste_masks``, bilinear).
+    """
+    xp = backend.get_array_module(mask_logits)
+    D = mask_logits.shape[0]
+    logits = mask_logits[xp.arange(D), labels] if D else mask_logits[:, 0]
+    probs = 1.0 / (1.0 + xp.exp(-logits))
+    return paste_masks(probs, boxes, image_size) >= threshold

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from . import backend
 from ._validate import as_float_array, check_boxes, check_finite, check_ndim, pair
-from .boxes import box_encode, box_iou
-from .losses import smooth_l1_loss, softmax_cross_entropy
+from .boxes import box_decode, box_decode_backward, box_encode, box_iou
+from .losses import giou_loss, smooth_l1_loss, softmax_cross_entropy
 from .roi import roi_align
 from .rpn import BETWEEN_THRESHOLDS, BELOW_LOW_THRESHOLD, BOX_BETA, match_by_iou, sample_balanced
 
-__all__ = ["BOX_HEAD_WEIGHTS", "box_head_targets", "fast_rcnn_loss", "mask_targets"]
+__all__ = ["BOX_HEAD_WEIGHTS", "BOX_LOSSES", "box_head_targets", "fast_rcnn_loss", "mask_targets"]
 
 BOX_HEAD_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # torchvision's box-head BoxCoder weights
 
@@ -94,7 +94,11 @@ def _label_proposals(boxes, gt_boxes, gt_labels, fg_iou, bg_iou):
 # ---------------------------------------------------------------------------------------------------------
 # The box head's loss (slide "Fast R-CNN multi-task loss: K+1 softmax, class-specific boxes").
 
-def fast_rcnn_loss(class_logits, box_regression, labels, regression_targets):
+BOX_LOSSES = ("smooth_l1", "giou")
+
+
+def fast_rcnn_loss(class_logits, box_regression, labels, regression_targets, box_loss="smooth_l1", proposals=None,
+                   weights=BOX_HEAD_WEIGHTS):
     """Classification and box losses of the box head, with their gradients (torchvision ``fastrcnn_loss``).
 
     class_logits       : P x K float, K classes including the background 0
@@ -106,6 +110,12 @@ def fast_rcnn_loss(class_logits, box_regression, labels, regression_targets):
       loss_box = sum over foreground RoIs of smooth-L1(own class's deltas - targets, beta=1/9) / P
     Only the 4 columns of each foreground RoI's own class receive a box gradient. P == 0 gives zero losses
     (torchvision would return NaN).
+
+    box_loss="giou" (the lecture's question, an IoU-based L_box) replaces smooth-L1 by ``1 - GIoU`` of the
+    decoded box against the ground truth (``losses.giou_loss``), summed over the foreground and divided by P
+    like smooth-L1. It needs the ``proposals`` (P x 4) the deltas refer to and the box coder ``weights``;
+    the ground-truth box is recovered as ``box_decode(regression_targets, proposals)``, and the gradient goes
+    back through the decoding (``boxes.box_decode_backward``).
     """
     class_logits = as_float_array(class_logits, "class_logits")
     xp = backend.get_array_module(class_logits)
@@ -121,6 +131,14 @@ def fast_rcnn_loss(class_logits, box_regression, labels, regression_targets):
     check_finite(box_regression, "box_regression")
     check_finite(regression_targets, "regression_targets")
     labels = _int_array(labels, "labels", num_rois, xp)
+    if box_loss not in BOX_LOSSES:
+        raise ValueError(f"box_loss: expected one of {BOX_LOSSES}, got {box_loss!r}")
+    if box_loss == "giou":
+        if proposals is None:
+            raise ValueError("proposals: box_loss='giou' needs the P x 4 proposals the deltas refer to")
+        proposals = check_boxes(proposals, "proposals", xp)
+        if proposals.shape[0] != num_rois:
+            raise ValueError(f"proposals: expected {num_rois} boxes (one per RoI), got {proposals.shape[0]}")
 
     loss_cls, dclass_logits = softmax_cross_entropy(class_logits, labels)
     deltas = box_regression.reshape(num_rois, num_classes, 4)
@@ -129,11 +147,22 @@ def fast_rcnn_loss(class_logits, box_regression, labels, regression_targets):
     loss_box = xp.zeros((), dtype=class_logits.dtype)
     if positive.shape[0]:
         own = labels[positive]
-        box_sum, grad = smooth_l1_loss(deltas[positive, own], regression_targets[positive], beta=BOX_BETA,
-                                       reduction="sum")
+        if box_loss == "giou":
+            box_sum, grad = _giou_of_deltas(deltas[positive, own], regression_targets[positive],
+                                            proposals[positive], weights)
+        else:
+            box_sum, grad = smooth_l1_loss(deltas[positive, own], regression_targets[positive], beta=BOX_BETA,
+                                           reduction="sum")
         loss_box = xp.asarray(box_sum / num_rois, dtype=class_logits.dtype)
         ddeltas[positive, own] = grad / num_rois  # each (RoI, class) pair once: plain assignment is safe
     return loss_cls, loss_box, dclass_logits, ddeltas.reshape(num_rois, 4 * num_classes)
+
+
+def _giou_of_deltas(pred_deltas, target_deltas, proposals, weights):
+    """Summed ``1 - GIoU`` of decoded boxes and its gradient with respect to the deltas (F x 4 each)."""
+    pred = box_decode(pred_deltas, proposals, weights)
+    loss, dboxes = giou_loss(pred, box_decode(target_deltas, proposals, weights), reduction="sum")
+    return loss, box_decode_backward(dboxes, pred_deltas, proposals, weights)
 
 
 # ---------------------------------------------------------------------------------------------------------

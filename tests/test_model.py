@@ -39,17 +39,38 @@ def batch(rng, n, size=64, empty=()):
 
 
 def to_float64(model):
+    """The model in float64, its zero-initialized biases nudged: an all-zero RoI (RoIPool of a ReLU map) would
+    otherwise put a conv's output exactly on ReLU's kink, where finite differences are not the derivative."""
+    nudge = np.random.default_rng(7)
     for m in model.modules():
-        m.params = {k: v.astype(np.float64) for k, v in m.params.items()}
+        m.params = {k: v.astype(np.float64) + (nudge.normal(0, 0.01, v.shape) if k == "bias" else 0)
+                    for k, v in m.params.items()}
     return model
 
 
-@pytest.mark.parametrize("fpn, mask_stride", [(True, 4), (True, 8), (False, 16)])
-def test_whole_model_backward_matches_finite_differences(fpn, mask_stride):
+VARIANTS = {
+    "P2 mask head": dict(),
+    "P3 mask head": dict(mask_stride=8),
+    "C4, no FPN": dict(fpn=False),
+    # the ablations of `mrcnn-edu ablate`
+    "RoIPool": dict(roi_op="pool"),
+    "C5 stride 32, RoIPool": dict(fpn=False, backbone_stride=32, roi_op="pool"),
+    "C5 stride 32": dict(fpn=False, backbone_stride=32),
+    "C4 RoIPool": dict(fpn=False, roi_op="pool"),
+    "softmax mask loss": dict(mask_loss="softmax"),
+    "MLP mask head": dict(mask_head="mlp"),
+    "GIoU box loss": dict(box_loss="giou"),
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_whole_model_backward_matches_finite_differences(variant):
     """d(total loss)/d(parameter) for sampled parameters of every part, proposals and samples held fixed
-    (the mask head reading P2, stride 4, or P3, stride 8, or, without the FPN, both heads reading C4)."""
+    (the mask head reading P2, stride 4, or P3, stride 8, or, without the FPN, both heads reading C4 or C5;
+    and each ablation switch)."""
     rng = np.random.default_rng(0)
-    config = ModelConfig(**TINY, fpn=fpn, mask_stride=mask_stride if fpn else 4)
+    config = ModelConfig(**TINY, **VARIANTS[variant])
+    fpn = config.fpn
     model = to_float64(MaskRCNN(config, rng=np.random.default_rng(1)))
     images, targets = batch(rng, 2)
     proposals = [np.concatenate([t["boxes"] + rng.normal(0, 2, t["boxes"].shape), rng.uniform(0, 30, (6, 2))
@@ -65,6 +86,7 @@ def test_whole_model_backward_matches_finite_differences(fpn, mask_stride):
     params = model.parameters()
     parts = ["backbone.stage1", "backbone.stage2", "backbone.stage4", "rpn", "box_head", "mask_head"]
     parts += ["fpn.lateral", "fpn.smooth"] if fpn else []
+    parts += ["backbone.stage5"] if config.backbone_stride == 32 else []
     pick = np.random.default_rng(2)
     for part in parts:
         names = [n for n in params if n.startswith(part)]
@@ -81,6 +103,32 @@ def test_whole_model_backward_matches_finite_differences(fpn, mask_stride):
                 want.append((plus - minus) / 2e-6)
                 got.append(analytic[name].reshape(-1)[i])
         assert rel_error(np.array(got), np.array(want)) < 1e-6, f"{part}: mine {got} vs numeric {want}"
+
+
+@pytest.mark.parametrize("variant", ["RoIPool", "C5 stride 32, RoIPool", "softmax mask loss", "MLP mask head"])
+def test_ablation_variants_predict(variant):
+    rng = np.random.default_rng(3)
+    model = MaskRCNN(ModelConfig(**TINY, **VARIANTS[variant]), rng=np.random.default_rng(1))
+    images, _ = batch(rng, 2)
+    for d in model.predict(images):
+        assert d["masks"].shape[1:] == (64, 64) and d["masks"].dtype == bool
+        assert len(d["boxes"]) == len(d["scores"]) == len(d["labels"])
+
+
+def test_softmax_logits_read_out_as_the_softmax():
+    from mrcnn_edu.model import _softmax_as_sigmoid_logits
+    z = np.random.default_rng(0).normal(0, 3, (2, 4, 3, 3))
+    softmax = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(1 / (1 + np.exp(-_softmax_as_sigmoid_logits(z))), softmax, rtol=1e-12)
+
+
+@pytest.mark.parametrize("field, value", [("roi_op", "max"), ("mask_loss", "bce"), ("mask_head", "cnn"),
+                                          ("box_loss", "l2"), ("backbone_stride", 8)])
+def test_bad_ablation_settings_are_named(field, value):
+    with pytest.raises(ValueError, match=field):
+        MaskRCNN(ModelConfig(**TINY, **{field: value}), rng=np.random.default_rng(1))
+    with pytest.raises(ValueError, match="fpn=False"):
+        MaskRCNN(ModelConfig(**TINY, backbone_stride=32), rng=np.random.default_rng(1))
 
 
 def test_images_without_objects_train_and_predict():
