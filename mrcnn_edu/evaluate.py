@@ -36,7 +36,7 @@ from .data.coco import coco_from_dict, encode_masks, samples_to_coco
 
 __all__ = ["STAT_NAMES", "IOU_TYPES", "detections_to_coco", "write_results", "shapes_ground_truth",
            "coco_evaluate", "format_table", "IOU_THRESHOLDS", "RECALL_THRESHOLDS", "COCO_MAX_IOU", "mask_iou",
-           "match_detections", "precision_recall", "average_precision", "ap_at_thresholds"]
+           "match_detections", "greedy_match", "precision_recall", "average_precision", "ap_at_thresholds"]
 
 # The 12 numbers of COCOeval.stats, in order (s/m/l: small, medium, large objects; ARn: recall at n dets).
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -280,10 +280,24 @@ def match_detections(ious, scores, iou_threshold):
     if D == 0 or G == 0:
         return np.zeros(D, dtype=bool)
     order = np.argsort(-scores, kind="stable")
-    iou = ious[order]                                   # rows by decreasing score
-    eligible = iou >= threshold
+    tp = np.zeros(D, dtype=bool)
+    tp[order] = greedy_match(ious[order] >= threshold, ious[order]) >= 0
+    return tp
+
+
+def greedy_match(eligible, iou):
+    """COCO's greedy matching, on detections already sorted by decreasing score: ``match[d]``, the object
+    detection ``d`` takes, or -1 (the fixed-point iteration of ``match_detections``).
+
+    eligible : D x G bool, the pairs that may match (IoU >= the threshold; for a picture, also the same class)
+    iou      : D x G float, which eligible object a detection prefers (the last of equal maxima, as COCOeval)
+    returns D int64.
+    """
+    D, G = eligible.shape
+    match = np.full(D, -1, dtype=np.int64)
+    if D == 0 or G == 0:
+        return match
     columns = np.arange(G)
-    match = np.full(D, -1)
     while True:
         onehot = (match[:, None] == columns).astype(np.int64)
         taken = np.cumsum(onehot, axis=0) - onehot      # taken[d, g]: an earlier detection holds object g
@@ -291,11 +305,8 @@ def match_detections(ious, scores, iou_threshold):
         best = G - 1 - np.argmax(np.where(free, iou, -1.0)[:, ::-1], axis=1)   # reversed: the last of ties
         new = np.where(free.any(axis=1), best, -1)
         if np.array_equal(new, match):
-            break
+            return match
         match = new
-    tp = np.zeros(D, dtype=bool)
-    tp[order] = match >= 0
-    return tp
 
 
 def precision_recall(tp, scores, num_gt):

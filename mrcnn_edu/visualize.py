@@ -1,7 +1,9 @@
 """Figures of the lecture's stages (host-only: everything is moved to NumPy with ``backend.to_host``).
 
 Each function draws one stage onto a new matplotlib figure and returns it; ``save`` writes it as PNG.
-The stage functions themselves live in the library; nothing here recomputes them.
+The stage functions themselves live in the library; nothing here recomputes them. One exception serves the
+stage-9 failure figures: ``classify_detections`` runs, per detection, the greedy matching of the COCO metric
+(pycocotools keeps only per-class counts) and names what went wrong with each detection that did not match.
 """
 from __future__ import annotations
 
@@ -10,12 +12,18 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.colors import to_rgb
+from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
 from . import backend
+from ._validate import as_float_array, check_finite, check_ndim, check_same_length, number
+from .boxes import box_iou
+from .evaluate import greedy_match, mask_iou
 
 __all__ = ["draw_boxes", "anchors_figure", "iou_figure", "rpn_labels_figure", "nms_figure", "roi_figure",
-           "smooth_l1_figure", "draw_instances", "predictions_figure", "training_curves_figure", "save"]
+           "smooth_l1_figure", "draw_instances", "predictions_figure", "training_curves_figure", "save",
+           "OUTCOMES", "classify_detections", "draw_failures", "failures_figure"]
 
 LABEL_COLOURS = {1: "tab:green", 0: "tab:red", -1: "0.7"}
 
@@ -222,3 +230,170 @@ def save(fig, path):
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+# ----------------------------------------------------------------------------------------------------------
+# stage 9: which detections are right, and how the others fail
+# ----------------------------------------------------------------------------------------------------------
+
+# What happened to a detection (its index in OUTCOMES), after the greedy matching of the COCO metric:
+#   true positive  matched a not yet matched object of its class with IoU >= the threshold
+#   duplicate      its class's object is there (IoU >= threshold), but a higher-scored detection took it
+#   wrong class    it covers an object (IoU >= threshold) of another class
+#   mislocalized   it overlaps an object (any class) only with LOW_IOU <= IoU < threshold
+#   background     it overlaps no object (IoU < LOW_IOU with all of them)
+OUTCOMES = ("true positive", "duplicate", "wrong class", "mislocalized", "background")
+OUTCOME_COLOURS = ("tab:green", "tab:purple", "tab:orange", "tab:red", "tab:brown")
+MISSED_COLOUR = "tab:cyan"
+LOW_IOU = 0.1   # below it a detection is "on the background" (Hoiem et al., "Diagnosing error in object detectors")
+
+
+def _int_labels(labels, name):
+    labels = _host(labels)
+    if labels.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    check_ndim(labels, name, 1, "a 1-D array of classes")
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"{name}: expected integer classes, got dtype {labels.dtype}")
+    return labels.astype(np.int64)
+
+
+def classify_detections(iou, gt_labels, labels, scores, iou_threshold=0.5, score_min=0.5):
+    """Sort one image's detections into ``OUTCOMES`` and find the objects nobody detected (lecture stage 9).
+
+    iou           : D x G IoU of the detections with the ground-truth objects (``boxes.box_iou`` of the
+                    boxes, or ``evaluate.mask_iou`` of the masks)
+    gt_labels     : G int classes of the objects;  labels : D int classes of the detections
+    scores        : D float; detections below ``score_min`` are left out (outcome -1), as on a picture
+    iou_threshold : IoU a true positive needs (0.5: the AP50 rule)
+    Matching is COCO's: by decreasing score, each detection takes the not yet taken object of its class
+    with the highest IoU >= ``iou_threshold``.
+    returns a dict of host arrays:
+      ``outcome``  D int64, an index into ``OUTCOMES`` (0 true positive, ..., 4 background), -1 when left out
+      ``gt_index`` D int64, the object a true positive matched, -1 for every other detection
+      ``missed``   G bool, True for an object that no true positive matched
+    """
+    gt_labels = _int_labels(gt_labels, "gt_labels")
+    labels = _int_labels(labels, "labels")
+    scores = as_float_array(_host(scores), "scores").reshape(-1)
+    check_finite(scores, "scores")
+    check_same_length(labels, "labels", scores, "scores")
+    iou = as_float_array(_host(iou), "iou")
+    shape = (len(labels), len(gt_labels))
+    if iou.size == 0 and 0 in shape:
+        iou = iou.reshape(shape)
+    if iou.shape != shape:
+        raise ValueError(f"iou: expected D x G = {shape[0]} x {shape[1]} (detections x objects), got {iou.shape}")
+    check_finite(iou, "iou")
+    threshold = number(iou_threshold, "iou_threshold", 0, 1, low_open=True)
+    score_min = number(score_min, "score_min")
+    shown = np.flatnonzero(scores >= score_min)
+    order = shown[np.argsort(-scores[shown], kind="stable")]      # equal scores: the earlier detection first
+    iou_s, same = iou[order], labels[order][:, None] == gt_labels[None, :]
+    match = greedy_match(same & (iou_s >= threshold), iou_s)
+
+    best_same = np.where(same, iou_s, 0.0).max(axis=1, initial=0.0)
+    best_other = np.where(same, 0.0, iou_s).max(axis=1, initial=0.0)
+    best_any = iou_s.max(axis=1, initial=0.0)
+    outcome_s = np.select([match >= 0, best_same >= threshold, best_other >= threshold, best_any >= LOW_IOU],
+                          [0, 1, 2, 3], default=4)
+    outcome = np.full(len(labels), -1, dtype=np.int64)
+    gt_index = np.full(len(labels), -1, dtype=np.int64)
+    outcome[order], gt_index[order] = outcome_s, match
+    missed = np.ones(len(gt_labels), dtype=bool)
+    missed[match[match >= 0]] = False
+    return dict(outcome=outcome, gt_index=gt_index, missed=missed)
+
+
+def _pair_iou(ground_truth, detection, iou_type):
+    if iou_type == "mask":
+        return mask_iou(detection["masks"], ground_truth["masks"])
+    if iou_type == "box":
+        return _host(box_iou(np.asarray(detection["boxes"], np.float64).reshape(-1, 4),
+                             np.asarray(ground_truth["boxes"], np.float64).reshape(-1, 4)))
+    raise ValueError(f"iou_type: expected 'mask' or 'box', got {iou_type!r}")
+
+
+# labels inside their boxes, on a light patch, never spilling over the panel above
+_LABEL_STYLE = dict(fontsize=7, clip_on=True, bbox=dict(facecolor="white", alpha=0.7, pad=0.3, linewidth=0))
+
+
+def _class_name(label, class_names):
+    return class_names[label] if 0 <= label < len(class_names) else str(label)
+
+
+def draw_failures(ax, image, ground_truth, detection, class_names, iou_threshold=0.5, score_min=0.5,
+                  iou_type="mask"):
+    """One image with every detection coloured by its outcome, and the objects nobody found outlined.
+
+    image        : H x W x 3 uint8
+    ground_truth : dict with ``boxes`` G x 4, ``labels`` G, ``masks`` G x H x W bool
+    detection    : dict with ``boxes`` D x 4, ``scores`` D, ``labels`` D, ``masks`` D x H x W bool (as
+                   ``MaskRCNN.predict`` returns, host or device)
+    iou_type     : "mask" (mask IoU, as mask AP) or "box"
+    Detections get a tinted mask and a box in ``OUTCOME_COLOURS`` (solid for true positives, dashed for the
+    rest) with ``class score`` and, for a wrong class, the object's true class; missed objects get a dotted
+    outline in ``MISSED_COLOUR``. Returns ``classify_detections``' dict.
+    """
+    gt = {k: _host(v) for k, v in ground_truth.items()}
+    det = {k: _host(v) for k, v in detection.items()}
+    iou = _pair_iou(gt, det, iou_type)
+    result = classify_detections(iou, gt["labels"], det["labels"], det["scores"], iou_threshold, score_min)
+    outcome, shown = result["outcome"], np.flatnonzero(result["outcome"] >= 0)
+    # the object a wrong-class detection covers: its best overlap among the other classes' objects
+    other = det["labels"].reshape(-1, 1) != gt["labels"].reshape(1, -1)
+    truth = np.where(other, iou, -1.0).argmax(axis=1) if iou.size else np.zeros(len(iou), dtype=np.int64)
+    tinted = _host(image).astype(np.float32) / 255.0
+    for i in shown:
+        m = det["masks"][i]
+        tinted[m] = 0.5 * tinted[m] + 0.5 * np.array(to_rgb(OUTCOME_COLOURS[outcome[i]]))
+    ax.imshow(tinted)
+    for i in shown:
+        x1, y1, x2, y2 = det["boxes"][i]
+        colour = OUTCOME_COLOURS[outcome[i]]
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linewidth=1.5,
+                               linestyle="-" if outcome[i] == 0 else "--"))
+        text = f"{_class_name(int(det['labels'][i]), class_names)} {det['scores'][i]:.2f}"
+        if outcome[i] == 2:
+            text += f" (is {_class_name(int(gt['labels'][truth[i]]), class_names)})"
+        ax.text(x1 + 1, y1 + 1, text, color=colour, va="top", **_LABEL_STYLE)
+    for g in np.flatnonzero(result["missed"]):
+        x1, y1, x2, y2 = gt["boxes"][g]
+        if "masks" in gt:
+            ax.contour(gt["masks"][g].astype(float), levels=[0.5], colors=[MISSED_COLOUR], linewidths=2,
+                       linestyles=":")
+        else:
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=MISSED_COLOUR, linewidth=2,
+                                   linestyle=":"))
+        ax.text(x1 + 1, y2 - 1, f"missed {_class_name(int(gt['labels'][g]), class_names)}", color=MISSED_COLOUR,
+                va="bottom", **_LABEL_STYLE)
+    counts = np.bincount(outcome[shown], minlength=len(OUTCOMES))
+    ax.set_title(f"{counts[0]} right, {counts[1:].sum()} wrong, {int(result['missed'].sum())} missed", fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return result
+
+
+def failures_figure(images, ground_truths, detections, class_names, iou_threshold=0.5, score_min=0.5,
+                    iou_type="mask", columns=4):
+    """A grid of ``draw_failures`` panels with a legend of the outcomes; returns the figure.
+
+    images : N images H x W x 3 uint8;  ground_truths, detections : N dicts (see ``draw_failures``)
+    """
+    if not len(images) == len(ground_truths) == len(detections):
+        raise ValueError(f"ground_truths, detections: expected {len(images)} of each (one per image), got "
+                         f"{len(ground_truths)} and {len(detections)}")
+    rows = max(1, math.ceil(len(images) / columns))
+    height = 3.5 * rows + 0.6                                    # room for each panel's title, and the legend
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, height), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, image, gt, det in zip(axes.ravel(), images, ground_truths, detections):
+        ax.axis("on")
+        draw_failures(ax, image, gt, det, class_names, iou_threshold, score_min, iou_type)
+    handles = [Line2D([], [], color=c, linestyle="-" if i == 0 else "--", linewidth=2, label=name)
+               for i, (name, c) in enumerate(zip(OUTCOMES, OUTCOME_COLOURS))]
+    handles.append(Line2D([], [], color=MISSED_COLOUR, linestyle=":", linewidth=2, label="missed object"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.6 / height, 1, 1))
+    return fig

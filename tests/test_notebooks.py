@@ -61,7 +61,8 @@ def _library_names() -> set[str]:
 
 def test_the_course_notebooks_are_there():
     names = [p.name for p in NOTEBOOKS]
-    for stage in ("01_iou", "02_anchors", "03_rpn", "04_roi", "05_losses"):
+    for stage in ("01_iou", "02_anchors", "03_rpn", "04_roi", "05_losses", "06_layers", "07_heads", "08_train",
+                  "09_evaluate"):
         assert f"{stage}.ipynb" in names, f"notebooks/{stage}.ipynb is missing (found {names})"
     bad = [n for n in names if not NAME_PATTERN.match(n)]
     assert not bad, f"notebook names must look like NN_<stage>.ipynb: {bad}"
