@@ -48,6 +48,7 @@ CONV = [  # (N, C_in, H, W, C_out, kernel, stride, padding)
     (1, 3, 7, 9, 5, (1, 3), (1, 2), (0, 2)),
     (3, 4, 6, 5, 2, 1, 2, 0),
     (2, 3, 13, 11, 8, (5, 3), 2, (2, 1)),
+    (2, 3, 9, 8, 4, (5, 3), 1, (1, 2)),      # stride 1: dx by the flipped-kernel correlation
 ]
 
 

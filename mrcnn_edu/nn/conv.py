@@ -12,23 +12,27 @@ kh x kw kernel, sh, sw strides, ph, pw paddings):
     b    C_out, or None              OH = (H + 2 ph - kh) // sh + 1   (conv2d)
 
 The idea (CS231n, DeZero): gather every kh x kw window of the padded input into a column, so that the
-convolution becomes the matrix product ``W (C_out x C_in kh kw) @ cols (C_in kh kw x OH OW)``, once per
-image; a BLAS GEMM runs that product close to the machine's peak. ``im2col`` pads once and loops over the
-kh x kw kernel offsets only: offset ``(i, j)`` is one strided slice of the padded input, the same for
-every output pixel, so no index arrays and no loop over pixels. ``col2im`` is its adjoint (it scatters a
-column back with ``+=`` on the same slices), and the backward pass is three products:
+convolution becomes one matrix product ``W (C_out x C_in kh kw) @ cols (C_in kh kw x N OH OW)``; a BLAS GEMM
+runs that product close to the machine's peak. ``im2col`` pads once and loops over the kh x kw kernel
+offsets only: offset ``(i, j)`` is one strided slice of the padded input, the same for every output pixel,
+so no index arrays and no loop over pixels. ``col2im`` is its adjoint (it scatters a column back with ``+=``
+on the same slices), and the backward pass is three products:
 
-    dW    = sum_n dout_n @ cols_n^T        (C_out x C_in kh kw)
-    dcols = W^T @ dout_n                   (C_in kh kw x OH OW), then dx = col2im(dcols)
+    dW    = dout @ cols^T                  (C_out x C_in kh kw)
+    dcols = W^T @ dout                     (C_in kh kw x N OH OW), then dx = col2im(dcols)
     db    = sum of dout over images and pixels
 
-Layout (measured on 2 CPU cores with benchmarks/layers.py): the columns are kept as
-``N x (C_in kh kw) x (OH OW)``, which is what the slices write without any transpose, and the batched
-product ``W @ cols`` then yields ``N x C_out x (OH OW)``, already the N C H W output. DeZero's
-``(N OH OW) x (C kh kw)`` layout needs a transpose copy of the columns (9 times the input, for a 3 x 3
-kernel) and of the output instead; an N H W C layout moves the transposes onto x and dout, but its
-copies were no faster. A 1 x 1 convolution without padding needs no columns: they are the input itself.
-The copies, not the GEMMs, take most of the time at large maps: see benchmarks/layers.py.
+with dout as ``C_out x (N OH OW)``. At stride 1, dx is itself a convolution (dout, padded by ``k - 1 - p``,
+correlated with the kernel flipped in space and with its channel axes swapped), so it is computed the
+same way as the forward: gathering (im2col) is cheaper than scattering (col2im's ``+=`` passes).
+
+Layout (measured on 2 CPU cores with benchmarks/layers.py; RESULTS.md has the numbers): the columns keep all
+images side by side, channel-major, ``(C_in kh kw) x (N OH OW)``, so each product is one large GEMM for the
+whole batch rather than N small ones (the mask head's 64 RoIs of 14 x 14 ran 1.3x faster so). It costs
+one transpose of x (inside the padding copy) and of the output and of dout, each the size of one map, not
+of the columns. ``im2col`` and ``col2im`` show the same numbers image by image, ``N x (C_in kh kw) x
+(OH OW)``, as the lecture draws them. A 1 x 1 convolution without padding needs no columns: they are the
+input itself, one GEMM per image. The copies, not the GEMMs, still take a third of the time at these sizes.
 
 ``conv_transpose2d`` is the adjoint of ``conv2d`` with respect to its input: its forward is conv2d's
 ``dx`` computation (a GEMM, then col2im) and its backward is conv2d's forward (im2col, then a GEMM).
@@ -112,15 +116,52 @@ def conv_output_size(size, kernel, stride, padding):
     return (size + 2 * padding - kernel) // stride + 1
 
 
-def _pad(x, ph, pw):
-    """``x`` (N x C x H x W) with ``ph`` zero rows above and below and ``pw`` zero columns left and right."""
-    if ph == 0 and pw == 0:
-        return x
+def _padded_channel_major(x, ph, pw):
+    """``x`` (C x N x H x W, any strides) as a zero-padded ``C x N x (H + 2 ph) x (W + 2 pw)`` array (one copy)."""
     xp = backend.get_array_module(x)
-    n, c, h, w = x.shape
-    padded = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
+    c, n, h, w = x.shape
+    padded = xp.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
     padded[:, :, ph:ph + h, pw:pw + w] = x
     return padded
+
+
+def _windows(x, kernel_size, stride, padding):
+    """The columns of ``x`` (N x C x H x W) in the layout the GEMMs use: ``(C kh kw) x (N OH OW)``."""
+    return _windows_cm(x.transpose(1, 0, 2, 3), kernel_size, stride, padding)
+
+
+def _windows_cm(x, kernel_size, stride, padding):
+    """The columns of ``x`` given channel-major (``C x N x H x W``, any strides): ``(C kh kw) x (N OH OW)``,
+    all images side by side.
+
+    Row ``(c, i, j)``, column ``(n, oy, ox)`` holds ``x_padded[n, c, i + sh * oy, j + sw * ox]``. One strided
+    slice per kernel offset ``(i, j)``.
+    """
+    xp = backend.get_array_module(x)
+    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
+    c, n, h, w = x.shape
+    oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
+    padded = _padded_channel_major(x, ph, pw)
+    cols = xp.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, i, j] = padded[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
+    return cols.reshape(c * kh * kw, n * oh * ow)
+
+
+def _unwindows(cols, x_shape, kernel_size, stride, padding):
+    """The adjoint of ``_windows``: ``(C kh kw) x (N OH OW)`` -> ``N x C x H x W`` (C-contiguous)."""
+    xp = backend.get_array_module(cols)
+    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
+    n, c, h, w = x_shape
+    oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
+    cols = cols.reshape(c, kh, kw, n, oh, ow)
+    # the windows may stop short of the padded border when (H + 2 ph - kh) is not a multiple of sh
+    padded = xp.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            padded[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += cols[:, i, j]
+    return xp.ascontiguousarray(padded[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3))
 
 
 def im2col(x, kernel_size, stride, padding):
@@ -128,17 +169,13 @@ def im2col(x, kernel_size, stride, padding):
 
     Row ``(c, i, j)`` of image n's matrix holds ``x_padded[n, c, i + sh * oy, j + sw * ox]`` for every output
     pixel ``(oy, ox)``: the input that kernel tap ``(c, i, j)`` sees. One strided slice per kernel offset.
+    (``conv2d`` keeps the same numbers with all images side by side, ``(C kh kw) x (N OH OW)``, so that
+    one GEMM serves the whole batch; this is that array seen image by image.)
     """
-    xp = backend.get_array_module(x)
-    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
     n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
     oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
-    padded = _pad(x, ph, pw)
-    cols = xp.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, :, i, j] = padded[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
-    return cols.reshape(n, c * kh * kw, oh * ow)
+    return _windows(x, kernel_size, stride, padding).reshape(c * kh * kw, n, oh * ow).transpose(1, 0, 2)
 
 
 def col2im(cols, x_shape, kernel_size, stride, padding):
@@ -148,19 +185,8 @@ def col2im(cols, x_shape, kernel_size, stride, padding):
     share (stride < kernel) receive the sum. For ``im2col``'s output this is *not* an inverse: it is the
     transpose, which is exactly what backpropagation needs.
     """
-    xp = backend.get_array_module(cols)
-    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
-    n, c, h, w = x_shape
-    oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
-    cols = cols.reshape(n, c, kh, kw, oh, ow)
-    # the windows may stop short of the padded border when (H + 2 ph - kh) is not a multiple of sh
-    padded = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            padded[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += cols[:, :, i, j]
-    if ph == 0 and pw == 0:
-        return padded
-    return padded[:, :, ph:ph + h, pw:pw + w]
+    n, ckk, l = cols.shape
+    return _unwindows(cols.transpose(1, 0, 2).reshape(ckk, n * l), x_shape, kernel_size, stride, padding)
 
 
 def _is_pointwise(kernel_size, padding):
@@ -188,15 +214,29 @@ def _pointwise_dx(dcols, x_shape, stride):
 
 
 def _to_cols(x, kernel_size, stride, padding):
+    """``(cols, batched)``: batched ``N x C_in x (OH OW)`` for a 1 x 1 kernel (the input itself), else the
+    ``(C_in kh kw) x (N OH OW)`` columns of ``_windows``."""
     if _is_pointwise(kernel_size, padding):
-        return _pointwise_cols(x, stride)
-    return im2col(x, kernel_size, stride, padding)
+        return _pointwise_cols(x, stride), True
+    return _windows(x, kernel_size, stride, padding), False
 
 
 def _from_cols(dcols, x_shape, kernel_size, stride, padding):
     if _is_pointwise(kernel_size, padding):
         return _pointwise_dx(dcols, x_shape, stride)
-    return col2im(dcols, x_shape, kernel_size, stride, padding)
+    return _unwindows(dcols, x_shape, kernel_size, stride, padding)
+
+
+def _images_side_by_side(a):
+    """``N x C x H x W`` -> ``C x (N H W)`` (a copy), the layout of the GEMMs' outputs and gradients."""
+    n, c, h, w = a.shape
+    return backend.get_array_module(a).ascontiguousarray(a.transpose(1, 0, 2, 3)).reshape(c, n * h * w)
+
+
+def _images_first(a, n, h, w):
+    """The inverse of ``_images_side_by_side``: ``C x (N H W)`` -> ``N x C x H x W`` (C-contiguous)."""
+    c = a.shape[0]
+    return backend.get_array_module(a).ascontiguousarray(a.reshape(c, n, h, w).transpose(1, 0, 2, 3))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -230,12 +270,19 @@ def conv2d(x, w, b=None, stride=1, padding=0):
     oh, ow = conv_output_size(h, kh, stride[0], padding[0]), conv_output_size(wd, kw, stride[1], padding[1])
     if oh < 1 or ow < 1:
         raise ValueError(f"x: its {h} x {wd} maps, padded by {padding}, are smaller than the {kh} x {kw} kernel")
-    cols = _to_cols(x, (kh, kw), stride, padding)            # N x C_in kh kw x OH OW
-    out = w.reshape(c_out, -1) @ cols                        # N x C_out x OH OW: one GEMM per image
-    if b is not None:
-        out += b[:, None]
-    out = out.reshape(n, c_out, oh, ow)
-    return out, (x.shape, w, b is not None, cols, stride, padding, out.shape)
+    cols, batched = _to_cols(x, (kh, kw), stride, padding)
+    w2 = w.reshape(c_out, -1)
+    if batched:                                              # 1 x 1: N x C_out x OH OW, a GEMM per image
+        out = w2 @ cols
+        if b is not None:
+            out += b[:, None]
+        out = out.reshape(n, c_out, oh, ow)
+    else:                                                    # one GEMM for the batch: C_out x (N OH OW)
+        out = w2 @ cols
+        if b is not None:
+            out += b[:, None]
+        out = _images_first(out, n, oh, ow)
+    return out, (x.shape, w, b is not None, cols, batched, stride, padding, out.shape)
 
 
 def conv2d_backward(dout, cache, need_dx=True):
@@ -245,17 +292,36 @@ def conv2d_backward(dout, cache, need_dx=True):
     need_dx : False skips ``dx`` (returned as None): the first layer's input is the image, which needs
     no gradient, and ``dx`` (a GEMM and col2im) is about half of the backward's work.
     """
-    x_shape, w, has_bias, cols, stride, padding, out_shape = cache
+    x_shape, w, has_bias, cols, batched, stride, padding, out_shape = cache
     c_out, _, kh, kw = w.shape
     n, _, oh, ow = out_shape
-    dout = check_dout(dout, out_shape, w.dtype).reshape(n, c_out, oh * ow)
-    db = dout.sum(axis=(0, 2)) if has_bias else None
-    # one GEMM per image, summed; matmul reads the transposed columns in place, without a copy
-    dw = (dout @ cols.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)
+    dout = check_dout(dout, out_shape, w.dtype)
+    db = dout.sum(axis=(0, 2, 3)) if has_bias else None
+    if batched:
+        dout = dout.reshape(n, c_out, oh * ow)
+        # one GEMM per image, summed; matmul reads the transposed columns in place, without a copy
+        dw = (dout @ cols.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)
+    else:
+        dout = _images_side_by_side(dout)                    # C_out x (N OH OW)
+        dw = (dout @ cols.T).reshape(w.shape)
     if not need_dx:
         return None, dw, db
-    dcols = w.reshape(c_out, -1).T @ dout                    # N x C_in kh kw x OH OW
+    if not batched and stride == (1, 1) and padding[0] < kh and padding[1] < kw:
+        return _full_correlation(dout, w, x_shape, (oh, ow), padding), dw, db
+    dcols = w.reshape(c_out, -1).T @ dout                    # C_in kh kw x (N OH OW), or per image for 1 x 1
     return _from_cols(dcols, x_shape, (kh, kw), stride, padding), dw, db
+
+
+def _full_correlation(dout, w, x_shape, out_hw, padding):
+    """dx of a stride-1 conv2d as a convolution itself: dout (``C_out x (N OH OW)``), padded by ``k - 1 - p``,
+    correlated with the kernel flipped in space and with its channel axes swapped. The same numbers as
+    ``col2im(W^T @ dout)``, but gathered (im2col) instead of scattered (nine ``+=`` passes), which is faster."""
+    xp = backend.get_array_module(dout)
+    c_out, c_in, kh, kw = w.shape
+    n, _, h, wd = x_shape
+    flipped = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c_in, c_out * kh * kw)
+    cols = _windows_cm(dout.reshape(c_out, n, *out_hw), (kh, kw), (1, 1), (kh - 1 - padding[0], kw - 1 - padding[1]))
+    return _images_first(flipped @ cols, n, h, wd)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -291,7 +357,10 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0):
         raise ValueError(f"padding: {padding} crops away the whole output of a {h} x {wd} input")
     # out is the input of the conv2d whose output has x's size; conv2d's windows stop short of the
     # output_padding rows, which therefore receive only the bias
-    dcols = w.reshape(c_in, -1).T @ x.reshape(n, c_in, h * wd)     # N x C_out kh kw x H W
+    if _is_pointwise((kh, kw), padding):
+        dcols = w.reshape(c_in, -1).T @ x.reshape(n, c_in, h * wd)     # N x C_out x H W
+    else:
+        dcols = w.reshape(c_in, -1).T @ _images_side_by_side(x)        # C_out kh kw x (N H W)
     out = _from_cols(dcols, out_shape, (kh, kw), stride, padding)
     if b is not None:
         out += b[:, None, None]
@@ -308,7 +377,11 @@ def conv_transpose2d_backward(dout, cache):
     _, _, kh, kw = w.shape
     dout = check_dout(dout, out_shape, w.dtype)
     db = dout.sum(axis=(0, 2, 3)) if has_bias else None
-    cols = _to_cols(dout, (kh, kw), stride, padding)              # N x C_out kh kw x H W
-    dx = (w.reshape(c_in, -1) @ cols).reshape(x.shape)
-    dw = (x.reshape(n, c_in, h * wd) @ cols.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)
+    cols, batched = _to_cols(dout, (kh, kw), stride, padding)
+    if batched:                                                    # 1 x 1: N x C_out x H W
+        dx = (w.reshape(c_in, -1) @ cols).reshape(x.shape)
+        dw = (x.reshape(n, c_in, h * wd) @ cols.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)
+    else:                                                          # C_out kh kw x (N H W)
+        dx = _images_first(w.reshape(c_in, -1) @ cols, n, h, wd)
+        dw = (_images_side_by_side(x) @ cols.T).reshape(w.shape)
     return dx, dw, db
