@@ -21,6 +21,7 @@ around the markers by hand is kept.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -177,7 +178,7 @@ def _verdict(results, first, second):
         return ""
     gap = 100 * (a["mask_AP"] - b["mask_AP"])
     if first.paper_mask_ap is None:
-        return f"(no paper number) mask AP {gap:+.1f}"
+        return f"(no paper number) mask AP {gap:+.1f}, box AP {100 * (a['box_AP'] - b['box_AP']):+.1f}"
     paper_gap = first.paper_mask_ap - second.paper_mask_ap
     text = f"{_same(gap, paper_gap)}: mask AP {gap:+.1f} (paper {paper_gap:+.1f})"
     if first.paper_box_ap is not None:
@@ -190,14 +191,15 @@ def _same(gap, paper_gap):
     return "tie" if round(gap, 1) == 0 else ("yes" if gap * paper_gap > 0 else "no")
 
 
-def table_block(results, tcfg, command, seconds):
+def table_block(results, tcfg, command):
     """The generated part of the Markdown file: how it was made, then the table."""
     runs = ", ".join(f"{n} {results[n]['train_seconds']:.0f} s" for n in results if n not in SAME_AS_DEFAULT)
     return "\n".join([
         BEGIN,
-        f"Made by `{command}` on {time.strftime('%Y-%m-%d')} ({platform.machine()}, {platform.processor() or 'CPU'}): "
+        f"Made by `{command}` on {time.strftime('%Y-%m-%d')} ({platform.machine()}, {os.cpu_count()} cores): "
         f"each setting {tcfg.steps} steps x {tcfg.batch_size} images, seed {tcfg.seed}, "
-        f"scored on {tcfg.val_images} validation images. Training times: {runs}.",
+        f"scored on {tcfg.val_images} validation images. Training wall times: {runs} (longer where runs shared "
+        f"the machine).",
         "",
         format_ablation_table(results),
         END])
@@ -230,16 +232,17 @@ def add_parser(sub):
     return p
 
 
-def cmd_ablate(args, command="mrcnn-edu ablate"):
+def cmd_ablate(args):
     only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
-    start = time.perf_counter()
+    command = "mrcnn-edu ablate" + "".join(f" --{k.replace('_', '-')} {v}" for k, v in
+                                            (("steps", args.steps), ("val_images", args.val_images)) if v)
+    command += f" --seed {args.seed}" if args.seed else ""
     if args.table_only:
         results = collect(args.out, args.steps, args.val_images, args.seed)
     else:
         results = run_ablations(args.out, only, args.steps, args.val_images, args.seed)
     print(format_ablation_table(results))
     if args.table and not only:
-        write_table(args.table, table_block(results, budget(args.steps, args.val_images, args.seed), command,
-                                            time.perf_counter() - start))
+        write_table(args.table, table_block(results, budget(args.steps, args.val_images, args.seed), command))
         print(f"table written to {args.table}")
     return 0
