@@ -271,17 +271,11 @@ def conv2d(x, w, b=None, stride=1, padding=0):
     if oh < 1 or ow < 1:
         raise ValueError(f"x: its {h} x {wd} maps, padded by {padding}, are smaller than the {kh} x {kw} kernel")
     cols, batched = _to_cols(x, (kh, kw), stride, padding)
-    w2 = w.reshape(c_out, -1)
-    if batched:                                              # 1 x 1: N x C_out x OH OW, a GEMM per image
-        out = w2 @ cols
-        if b is not None:
-            out += b[:, None]
-        out = out.reshape(n, c_out, oh, ow)
-    else:                                                    # one GEMM for the batch: C_out x (N OH OW)
-        out = w2 @ cols
-        if b is not None:
-            out += b[:, None]
-        out = _images_first(out, n, oh, ow)
+    # 1 x 1: N x C_out x OH OW, a GEMM per image; otherwise one GEMM for the batch, C_out x (N OH OW)
+    out = w.reshape(c_out, -1) @ cols
+    if b is not None:
+        out += b[:, None]
+    out = out.reshape(n, c_out, oh, ow) if batched else _images_first(out, n, oh, ow)
     return out, (x.shape, w, b is not None, cols, batched, stride, padding, out.shape)
 
 
