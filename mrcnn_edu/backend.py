@@ -17,7 +17,7 @@ import os
 import numpy
 
 __all__ = ["xp", "name", "use", "get_array_module", "asarray", "to_host", "scatter_add", "rng",
-           "gpu_available", "BACKENDS"]
+           "synchronize", "gpu_available", "BACKENDS"]
 
 BACKENDS = ("numpy", "cupy")
 
@@ -82,17 +82,24 @@ def scatter_add(target, indices, values):
 
     Plain ``target[indices] += values`` is wrong here: repeated indices keep only one value. NumPy gets
     ``bincount`` when the indices cover much of the target (one pass, summed in float64) and
-    ``numpy.add.at`` otherwise; CuPy gets ``cupyx.scatter_add`` (atomic adds on the GPU).
+    ``numpy.add.at`` otherwise; CuPy gets ``cupy.add.at``, one kernel of atomic adds on the GPU (CuPy >= 13;
+    it replaces the deprecated ``cupyx.scatter_add``).
     """
     if type(target).__module__.startswith("cupy"):
-        import cupyx  # noqa: F401  (part of CuPy; imported only here)
-        cupyx.scatter_add(target, indices, values.astype(target.dtype, copy=False))
+        get_array_module(target).add.at(target, indices, values.astype(target.dtype, copy=False))
         return target
     if indices.size * 4 >= target.size:
         target += numpy.bincount(indices, weights=values, minlength=target.size).astype(target.dtype)
     else:
         numpy.add.at(target, indices, values)
     return target
+
+
+def synchronize():
+    """Wait until the GPU has finished the work queued so far (a no-op on NumPy): GPU calls return before
+    their kernels have run, so a timer must synchronize before it reads the clock."""
+    if name == "cupy":
+        xp.cuda.Device().synchronize()
 
 
 def rng(seed=None):

@@ -356,6 +356,21 @@ def test_conv_layers_take_lists_and_float32_by_default(xp):
     """Python lists (and integer arrays) become float32, like the rest of the library."""
     out, _ = F.conv2d([[[[1, 2], [3, 4]]]], xp.ones((1, 1, 2, 2), dtype=xp.float32))
     assert out.dtype == np.float32 and float(out[0, 0, 0, 0]) == 10.0
+    assert backend.get_array_module(out) is xp  # the list went to the weights' device
+    out, _ = F.linear([[1, 2]], xp.ones((3, 2), dtype=xp.float32))
+    assert backend.get_array_module(out) is xp and backend.to_host(out).tolist() == [[3.0, 3.0, 3.0]]
+
+
+def test_arrays_on_two_backends_are_an_error_not_a_silent_copy():
+    """A NumPy input with CuPy weights (or the reverse) says which argument is on the wrong device."""
+    if not backend.gpu_available():
+        pytest.skip("needs CuPy and a CUDA GPU")
+    cupy = backend._import_cupy()
+    with pytest.raises(TypeError, match="w: a cupy array, but the input is a numpy array"):
+        F.conv2d(np.ones((1, 1, 3, 3), dtype=np.float32), cupy.ones((1, 1, 2, 2), dtype=cupy.float32))
+    with pytest.raises(TypeError, match="b: a numpy array, but the input is a cupy array"):
+        F.linear(cupy.ones((2, 3), dtype=cupy.float32), cupy.ones((4, 3), dtype=cupy.float32),
+                 np.zeros(4, dtype=np.float32))
 
 
 def test_partial_arguments_gradcheck(xp, rng):

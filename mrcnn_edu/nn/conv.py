@@ -53,12 +53,14 @@ __all__ = ["conv_output_size", "conv_transpose_output_size", "im2col", "col2im",
 # input checks shared by every layer (functional.py imports them from here)
 # ----------------------------------------------------------------------------------------------------
 
-def float_input(x, name, what, ndim=None, min_ndim=0):
-    """``x`` as a finite float array of its own array module with ``ndim`` (or >= ``min_ndim``) axes.
+def float_input(x, name, what, ndim=None, min_ndim=0, params=()):
+    """``x`` as a finite float array with ``ndim`` (or >= ``min_ndim``) axes, of the array module of ``x``
+    and of the layer's ``params`` (a Python list ``x`` with CuPy weights becomes a CuPy array).
 
     ``what`` names the axes for the error message, e.g. ``"N x C x H x W"``.
     """
-    x = as_float_array(x, name)
+    xp = backend.get_array_module(x) if hasattr(x, "dtype") else backend.get_array_module(x, *params)
+    x = as_float_array(x, name, xp)
     if ndim is not None:
         check_ndim(x, name, ndim, what)
     elif x.ndim < min_ndim:
@@ -73,7 +75,11 @@ def check_param(p, name, x, shape, what):
     ``shape`` may hold None for a free axis. A float64 weight with a float32 input is a ``TypeError``
     rather than a silent float64 computation (slower, and a sign of a mixed-up model).
     """
-    p = as_float_array(p, name, backend.get_array_module(x))
+    xp = backend.get_array_module(x)
+    if hasattr(p, "dtype") and backend.get_array_module(p) is not xp:
+        raise TypeError(f"{name}: a {backend.get_array_module(p).__name__} array, but the input is a "
+                        f"{xp.__name__} array; put both on one backend (backend.asarray / backend.to_host)")
+    p = as_float_array(p, name, xp)
     if p.ndim != len(shape) or any(s is not None and s != t for s, t in zip(shape, p.shape)):
         want = " x ".join("?" if s is None else str(s) for s in shape)
         raise ValueError(f"{name}: expected {what} of shape {want}, got shape {tuple(p.shape)}")
@@ -245,7 +251,7 @@ def _images_first(a, n, h, w):
 
 def _check_conv(x, w, b, stride, padding, transposed):
     """Validated ``(x, w, b, stride, padding)``; w's input-channel axis is 0 when ``transposed``, else 1."""
-    x = float_input(x, "x", "N x C x H x W", ndim=4)
+    x = float_input(x, "x", "N x C x H x W", ndim=4, params=(w, b))
     c = x.shape[1]
     shape = (c, None, None, None) if transposed else (None, c, None, None)
     what = "C_in x C_out x kh x kw" if transposed else "C_out x C_in x kh x kw"

@@ -45,7 +45,7 @@ def linear(x, w, b=None):
     x : N x D_in (or ... x D_in: leading axes are kept); w : D_out x D_in, as PyTorch; b : D_out or None.
     out : N x D_out.
     """
-    x = float_input(x, "x", "N x D_in", min_ndim=1)
+    x = float_input(x, "x", "N x D_in", min_ndim=1, params=(w, b))
     w = check_param(w, "w", x, (None, x.shape[-1]), f"D_out x D_in with D_in = {x.shape[-1]} (x's last axis)")
     b = None if b is None else check_param(b, "b", x, (w.shape[0],), "a bias per output feature (D_out)")
     out = x @ w.T
@@ -157,7 +157,7 @@ def group_norm(x, gamma, beta, num_groups, eps=1e-5):
     trains from scratch. GroupNorm's statistics come from one image alone, so it behaves the same at any
     batch size, in training and at inference (no running averages, no train/eval difference).
     """
-    x = float_input(x, "x", "N x C x ...", min_ndim=2)
+    x = float_input(x, "x", "N x C x ...", min_ndim=2, params=(gamma, beta))
     n, c = x.shape[:2]
     if not isinstance(num_groups, numbers.Integral) or num_groups < 1 or c % num_groups:
         raise ValueError(f"num_groups: expected a positive divisor of the {c} channels, got {num_groups!r}")
