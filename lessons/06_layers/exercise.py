@@ -46,7 +46,7 @@ def im2col(x, kernel_size, stride, padding):
     """The windows of ``x`` as columns: ``N x C x H x W`` -> ``N x (C kh kw) x (OH OW)``.
 
     Row ``(c, i, j)`` of image n's matrix holds ``x_padded[n, c, i + sh * oy, j + sw * ox]`` for every output
-    pixel ``(oy, ox)``: the input that kernel tap ``(c, i, j)`` sees. One strided slice per kernel offset.
+    pixel ``(oy, ox)``: the input that kernel tap ``(c, i, j)`` sees.
     (``conv2d`` keeps the same numbers with all images side by side, ``(C kh kw) x (N OH OW)``, so that
     one GEMM serves the whole batch; this is that array seen image by image.)
     """

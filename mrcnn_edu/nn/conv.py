@@ -140,19 +140,20 @@ def _windows_cm(x, kernel_size, stride, padding):
     """The columns of ``x`` given channel-major (``C x N x H x W``, any strides): ``(C kh kw) x (N OH OW)``,
     all images side by side.
 
-    Row ``(c, i, j)``, column ``(n, oy, ox)`` holds ``x_padded[n, c, i + sh * oy, j + sw * ox]``. One strided
-    slice per kernel offset ``(i, j)``.
+    Row ``(c, i, j)``, column ``(n, oy, ox)`` holds ``x_padded[n, c, i + sh * oy, j + sw * ox]``. The six axes
+    ``(c, i, j, n, oy, ox)`` are a strided *view* of the padded input (no copy: moving one step along ``i``
+    or ``oy`` moves down image rows alike), and one copy of that view makes the columns: one kernel on
+    the GPU, and on the CPU as fast as a copy per kernel offset.
     """
     xp = backend.get_array_module(x)
     (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
     c, n, h, w = x.shape
     oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
     padded = _padded_channel_major(x, ph, pw)
-    cols = xp.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, i, j] = padded[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
-    return cols.reshape(c * kh * kw, n * oh * ow)
+    s_c, s_n, s_y, s_x = padded.strides
+    windows = xp.lib.stride_tricks.as_strided(padded, shape=(c, kh, kw, n, oh, ow),
+                                              strides=(s_c, s_y, s_x, s_n, sh * s_y, sw * s_x))
+    return xp.ascontiguousarray(windows).reshape(c * kh * kw, n * oh * ow)
 
 
 def _unwindows(cols, x_shape, kernel_size, stride, padding):
@@ -174,7 +175,7 @@ def im2col(x, kernel_size, stride, padding):
     """The windows of ``x`` as columns: ``N x C x H x W`` -> ``N x (C kh kw) x (OH OW)``.
 
     Row ``(c, i, j)`` of image n's matrix holds ``x_padded[n, c, i + sh * oy, j + sw * ox]`` for every output
-    pixel ``(oy, ox)``: the input that kernel tap ``(c, i, j)`` sees. One strided slice per kernel offset.
+    pixel ``(oy, ox)``: the input that kernel tap ``(c, i, j)`` sees.
     (``conv2d`` keeps the same numbers with all images side by side, ``(C kh kw) x (N OH OW)``, so that
     one GEMM serves the whole batch; this is that array seen image by image.)
     """
