@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from . import backend
+from ._validate import check_boxes, trusted
 from .anchors import generate_anchors
 from .boxes import batched_nms, box_decode, clip_boxes_to_image, remove_small_boxes
 from .heads import BoxHead, MaskHead, MLPMaskHead, paste_masks
@@ -35,7 +36,7 @@ from .roi import roi_align, roi_align_backward, roi_pool, roi_pool_backward
 from .roi_heads import box_head_targets, fast_rcnn_loss, mask_targets
 from .rpn import generate_proposals, rpn_loss, rpn_targets
 
-__all__ = ["ModelConfig", "MaskRCNN", "rois_from_boxes", "sample_mask_rois", "postprocess_detections",
+__all__ = ["ModelConfig", "MaskRCNN", "check_targets", "rois_from_boxes", "sample_mask_rois", "postprocess_detections",
            "detection_masks"]
 
 BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
@@ -300,7 +301,17 @@ class MaskRCNN(Module):
                     them fixed: proposals carry no gradient, so moving them would change the loss behind
                     the backward's back)
         Returns a dict of the five losses (floats) and their sum under ``"loss"``.
+
+        The targets (and proposals) are checked here, once; everything after runs inside
+        ``_validate.trusted()``, since the library made every array it passes on (see ``_validate``).
         """
+        check_targets(targets, len(images), self.config)
+        if proposals is not None:
+            proposals = [check_boxes(p, f"proposals[{i}]") for i, p in enumerate(proposals)]
+        with trusted():
+            return self._loss_and_backward(images, targets, rng, proposals)
+
+    def _loss_and_backward(self, images, targets, rng, proposals):
         cfg = self.config
         xp = backend.xp
         x = self.normalize(images)
@@ -353,6 +364,10 @@ class MaskRCNN(Module):
         """Detections of each image: a list of dicts with ``boxes`` D x 4, ``scores`` D, ``labels`` D (1..K-1),
         ``masks`` D x H x W bool (pasted back and thresholded at 0.5), all on the backend.
         """
+        with trusted():  # the images are the only input, and normalize() takes any numbers
+            return self._predict(images)
+
+    def _predict(self, images):
         cfg = self.config
         xp = backend.xp
         was_training = self.training
@@ -383,6 +398,35 @@ class MaskRCNN(Module):
             d["masks"] = detection_masks(mask_logits[start:start + n], d["labels"], d["boxes"], size)
             start += n
         return detections
+
+
+def check_targets(targets, num_images, config):
+    """The training targets as the model needs them, or a ``ValueError`` that names the image and the field.
+
+    targets : ``num_images`` dicts with ``boxes`` G x 4 ``(x1, y1, x2, y2)``, finite with x2 > x1 and y2 > y1
+              (as torchvision asks: a box of no width has no regression target), ``labels`` G ints in
+              [1, K - 1] and ``masks`` G x H x W (any H x W: they are cropped per RoI).
+    """
+    if len(targets) != num_images:
+        raise ValueError(f"targets: expected one dict per image ({num_images}), got {len(targets)}")
+    for i, t in enumerate(targets):
+        missing = {"boxes", "labels", "masks"} - set(t)
+        if missing:
+            raise ValueError(f"targets[{i}]: missing {sorted(missing)}")
+        boxes = check_boxes(t["boxes"], f"targets[{i}]['boxes']")
+        xp = backend.get_array_module(boxes)
+        if boxes.shape[0] and not bool(xp.all((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))):
+            raise ValueError(f"targets[{i}]['boxes']: every box needs x2 > x1 and y2 > y1")
+        labels, mask_shape = xp.asarray(t["labels"]), tuple(getattr(t["masks"], "shape", ()))
+        if labels.shape != (boxes.shape[0],) or labels.dtype.kind not in "iu":
+            raise ValueError(f"targets[{i}]['labels']: expected {boxes.shape[0]} integer classes, got "
+                             f"shape {tuple(labels.shape)}, dtype {labels.dtype}")
+        if labels.size and bool(xp.any((labels < 1) | (labels >= config.num_classes))):
+            raise ValueError(f"targets[{i}]['labels']: expected classes in [1, {config.num_classes - 1}] "
+                             "(0 is the background)")
+        if len(mask_shape) != 3 or mask_shape[0] != boxes.shape[0]:
+            raise ValueError(f"targets[{i}]['masks']: expected a {boxes.shape[0]} x H x W array, got shape "
+                             f"{mask_shape}")
 
 
 def _check_config(cfg):

@@ -177,7 +177,8 @@ def train(out_dir, model_config=None, train_config=None, resume=False, data=None
             losses = model.loss_and_backward(images, targets, np.random.default_rng([tcfg.seed, step, 1]))
             if not all(math.isfinite(v) for v in losses.values()):
                 raise TrainingDiverged(f"step {step}: the loss is {losses['loss']} ({losses}); stopped. The last "
-                                       f"good checkpoint is {ckpt_path}; lower --lr or check the data")
+                                       f"good checkpoint is {ckpt_path}; lower --lr or check the data "
+                                       "(MRCNN_EDU_STRICT=1 checks every layer and names the first NaN)")
             grads = model.gradients()
             grad_norm = clip_grad_norm(grads, tcfg.clip_grad_norm)
             opt.step(grads)

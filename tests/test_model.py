@@ -185,3 +185,48 @@ def test_mask_targets_and_paste_back_share_one_pixel_convention():
 
     aligned, unaligned = round_trip_iou(True), round_trip_iou(False)
     assert aligned > 0.95 and aligned > unaligned + 0.02, (aligned, unaligned)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda t: t[1].update(boxes=np.array([[10, 10, 10, 20], [0, 0, 5, 5]], np.float32)),
+     r"targets\[1\]\['boxes'\]: every box needs x2 > x1 and y2 > y1"),
+    (lambda t: t[0].update(boxes=np.array([[0, 0, np.nan, 5]] * len(t[0]["labels"]), np.float32)),
+     r"targets\[0\]\['boxes'\]: contains NaN or inf"),
+    (lambda t: t[0].update(labels=np.zeros(len(t[0]["labels"]), np.int64)),
+     r"targets\[0\]\['labels'\]: expected classes in \[1, 3\]"),
+    (lambda t: t[1].update(labels=np.full(len(t[1]["labels"]), 4)), r"targets\[1\]\['labels'\]: expected classes"),
+    (lambda t: t[1].update(labels=t[1]["labels"][:1]), r"targets\[1\]\['labels'\]: expected 2 integer classes"),
+    (lambda t: t[0].update(masks=t[0]["masks"][0]), r"targets\[0\]\['masks'\]: expected a 2 x H x W array"),
+    (lambda t: t[0].pop("masks"), r"targets\[0\]: missing \['masks'\]"),
+    (lambda t: t.pop(), r"targets: expected one dict per image \(2\), got 1"),
+])
+def test_bad_targets_are_named_before_the_step_runs(change, message):
+    """The model checks the user's targets once, up front; its own calls then skip the value checks."""
+    rng = np.random.default_rng(3)
+    model = MaskRCNN(ModelConfig(**TINY), rng=np.random.default_rng(1))
+    images, targets = batch(rng, 2)
+    assert all(len(t["labels"]) == 2 for t in targets)
+    change(targets)
+    with pytest.raises(ValueError, match=message):
+        model.loss_and_backward(images, targets, rng)
+
+
+def test_a_nan_inside_the_model_still_reaches_the_loss():
+    """Inside ``trusted()`` the layers no longer stop at a NaN, but the loss shows it (and ``train`` stops)."""
+    rng = np.random.default_rng(3)
+    model = MaskRCNN(ModelConfig(**TINY), rng=np.random.default_rng(1))
+    model.backbone.stage1[0].params["weight"][0, 0, 0, 0] = np.nan
+    images, targets = batch(rng, 2)
+    losses = model.loss_and_backward(images, targets, rng)
+    assert not np.isfinite(losses["loss"])
+
+
+def test_strict_mode_names_the_first_layer_that_makes_a_nan(monkeypatch):
+    from mrcnn_edu import _validate
+    monkeypatch.setattr(_validate, "STRICT", True)
+    rng = np.random.default_rng(3)
+    model = MaskRCNN(ModelConfig(**TINY), rng=np.random.default_rng(1))
+    model.backbone.stage1[0].params["weight"][0, 0, 0, 0] = np.nan
+    images, targets = batch(rng, 2)
+    with pytest.raises(ValueError, match="w: contains NaN or inf"):
+        model.loss_and_backward(images, targets, rng)
