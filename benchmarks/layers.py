@@ -3,12 +3,15 @@ shapes model (batch 4 of 128 x 128 images), against the machine's NumPy float32 
 
     python benchmarks/layers.py                 # plain NumPy: the torch columns show "-"
     .venv-oracle/bin/python benchmarks/layers.py   # with PyTorch installed: adds its time and the ratio
+    python benchmarks/layers.py --backend cupy  # on the GPU: CuPy's GEMM rate, PyTorch's conv on CUDA
 
 Columns: the layer; our forward + backward time in ms (best of ``--reps``); its rate in GFLOP/s, counting
 the three GEMM-sized products (forward, dx, dw: 3 x 2 N C_out C_in kh kw OH OW flops); that rate as a
 percentage of the best float32 matrix product NumPy reaches on this machine (the physical limit for a
 GEMM-based conv); PyTorch's time for the same forward + backward (float32, gradients for x, w and b,
 its default threads); and our time over torch's. Thread counts are left as the environment sets them.
+On the GPU the limit is CuPy's float32 matrix product and torch runs cuDNN in true float32 (TF32 off, as
+CuPy's products are), so both sides do the same arithmetic.
 """
 from __future__ import annotations
 
@@ -21,12 +24,21 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from mrcnn_edu import backend  # noqa: E402
 from mrcnn_edu.nn import functional as F  # noqa: E402
 
 try:
     import torch
 except ImportError:  # the benchmark runs without the oracle
     torch = None
+
+DEVICE = "cpu"  # where torch's tensors live: "cuda" with --backend cupy
+
+
+def sync():
+    backend.synchronize()
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
 
 # (label, N, C_in, C_out, H = W, kernel, stride, padding): every conv of the default shapes model
 # (mrcnn_edu.model.ModelConfig) at batch 4 on 128 x 128 images, the mask head on 64 RoIs of 14 x 14
@@ -49,20 +61,22 @@ SHAPES = [
 
 def best_time(fn, reps):
     fn()
+    sync()
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t0)
     return min(times)
 
 
 def gemm_rate(reps):
-    """The best float32 GEMM rate NumPy reaches here, in GFLOP/s (square products, the BLAS's best case)."""
+    """The best float32 GEMM rate of the backend here, in GFLOP/s (square products, the BLAS's best case)."""
     gen = np.random.default_rng(0)
     best = 0.0
-    for n in (1024, 2048):
-        a, b = (gen.standard_normal((n, n), dtype=np.float32) for _ in range(2))
+    for n in (1024, 2048) if backend.name == "numpy" else (2048, 4096, 8192):
+        a, b = (backend.asarray(gen.standard_normal((n, n), dtype=np.float32)) for _ in range(2))
         best = max(best, 2 * n ** 3 / best_time(lambda: a @ b, reps) / 1e9)
     return best
 
@@ -72,13 +86,13 @@ def ours(x, w, b, stride, padding):
         out, cache = F.conv2d(x, w, b, stride, padding)
         F.conv2d_backward(dout, cache)
     out, _ = F.conv2d(x, w, b, stride, padding)
-    dout = np.random.default_rng(1).standard_normal(out.shape, dtype=np.float32)
+    dout = backend.asarray(np.random.default_rng(1).standard_normal(out.shape, dtype=np.float32))
     return run, out.shape
 
 
 def theirs(x, w, b, stride, padding, out_shape):
-    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
-    dout = torch.randn(out_shape)
+    tx, tw, tb = (torch.tensor(backend.to_host(a), device=DEVICE, requires_grad=True) for a in (x, w, b))
+    dout = torch.randn(out_shape, device=DEVICE)
 
     def run():
         out = torch.nn.functional.conv2d(tx, tw, tb, stride=stride, padding=padding)
@@ -100,12 +114,24 @@ def cpu_name():
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=7, help="timed repetitions per shape (the best is kept)")
+    parser.add_argument("--backend", choices=backend.BACKENDS, default=None, help="numpy (default) or cupy")
     args = parser.parse_args(argv)
+    global DEVICE
+    if args.backend:
+        backend.use(args.backend)
+    if backend.name == "cupy" and torch is not None and torch.cuda.is_available():
+        DEVICE = "cuda"
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     gemm = gemm_rate(args.reps)
     print(f"CPU: {cpu_name()}, {os.cpu_count()} logical cores; NumPy {np.__version__}; "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
-          + (f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads)" if torch else "PyTorch absent"))
-    print(f"NumPy float32 GEMM rate: {gemm:.0f} GFLOP/s (best square product, 1024 and 2048)\n")
+          + (f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads, on {DEVICE})" if torch else "PyTorch absent"))
+    if backend.name == "cupy":
+        gpu = backend.xp.cuda.runtime.getDeviceProperties(0)["name"].decode()
+        print(f"GPU: {gpu}; CuPy {backend.xp.__version__} float32 GEMM rate: {gemm:.0f} GFLOP/s "
+              "(best square product, 2048 to 8192)\n")
+    else:
+        print(f"NumPy float32 GEMM rate: {gemm:.0f} GFLOP/s (best square product, 1024 and 2048)\n")
     header = f"| {'layer':<12} | {'N x C_in x H x W -> C_out, k, s':<32} | {'ours ms':>8} | {'GFLOP/s':>7} | " \
              f"{'% GEMM':>6} | {'torch ms':>8} | {'ours/torch':>10} |"
     print(header)
@@ -115,7 +141,7 @@ def main(argv=None):
     for label, n, c_in, c_out, size, k, s, p in SHAPES:
         x = gen.standard_normal((n, c_in, size, size), dtype=np.float32)
         w = (gen.standard_normal((c_out, c_in, k, k), dtype=np.float32) * 0.1).astype(np.float32)
-        cases.append((label, x, w, np.zeros(c_out, dtype=np.float32), s, p))
+        cases.append((label, backend.asarray(x), backend.asarray(w), backend.asarray(np.zeros(c_out, dtype=np.float32)), s, p))
     # all of ours first, then all of torch's: torch's OpenMP threads keep spinning for a while after each
     # call, and would steal the cores from NumPy's BLAS threads if the two alternated
     results = []

@@ -2,6 +2,8 @@
 
     python benchmarks/ops.py [--repeat 5] [--backend numpy|cupy]
 
+With ``--backend cupy`` ours runs on the GPU and torchvision's kernels run on the same GPU (CUDA).
+
 Prints a Markdown table: median wall time in ms of ours, of torchvision (same inputs, float32, the same
 number of threads: both use all cores), and the ratio ours / torchvision (below 1 = we are faster).
 The sizes are those of a Faster R-CNN training step on an 800 x 600 image: a 256 x 50 x 50 stride-16 feature
@@ -33,13 +35,21 @@ try:
 except ImportError:  # the oracle is optional
     torch = torchvision = None
 
+DEVICE = "cpu"  # where torchvision's tensors live: "cuda" when ours runs on CuPy
+
+
+def tensor(a, **kwargs):
+    """A torch tensor of the host array ``a`` on ``DEVICE``."""
+    return torch.tensor(a, device=DEVICE, **kwargs)
+
 
 def timeit(fn, repeat):
     """Median wall time of ``fn()`` in ms, after one warm-up call (synchronizing the GPU if there is one)."""
     def run():
         fn()
-        if backend.name == "cupy":
-            backend.xp.cuda.Device().synchronize()
+        backend.synchronize()
+        if DEVICE == "cuda":
+            torch.cuda.synchronize()
     run()
     times = []
     for _ in range(repeat):
@@ -61,8 +71,8 @@ def cases(rng):
     feats = rng.standard_normal((1, 256, 50, 50)).astype(np.float32)
     rois = np.column_stack([np.zeros(512), random_boxes(rng, 512)]).astype(np.float32)
     f, r = xp.asarray(feats), xp.asarray(rois)
-    tf = torch.tensor(feats) if torch else None
-    tr = torch.tensor(rois) if torch else None
+    tf = tensor(feats) if torch else None
+    tr = tensor(rois) if torch else None
     out = []
     for size, ratio in ((7, 2), (7, -1), (14, 2)):
         grad = xp.asarray(rng.standard_normal((512, 256, size, size)).astype(np.float32))
@@ -84,14 +94,15 @@ def cases(rng):
     boxes = random_boxes(rng, 2000, smallest=20, largest=300).astype(np.float32)
     scores = rng.random(2000).astype(np.float32)
     b, s = xp.asarray(boxes), xp.asarray(scores)
+    tb, ts = (tensor(boxes), tensor(scores)) if torch else (None, None)
     out.append(("nms 2000 boxes, IoU 0.7", lambda: nms(b, s, 0.7),
-                (lambda: torchvision.ops.nms(torch.tensor(boxes), torch.tensor(scores), 0.7)) if torch else None))
+                (lambda: torchvision.ops.nms(tb, ts, 0.7)) if torch else None))
     anchors = generate_anchors((600, 800))
     gt = xp.asarray(random_boxes(rng, 20).astype(np.float32))
     a20k = xp.asarray(random_boxes(rng, 20000).astype(np.float32))
     out.append(("box_iou 20000 x 20", lambda: box_iou(a20k, gt),
-                (lambda: torchvision.ops.box_iou(torch.tensor(backend.to_host(a20k)), torch.tensor(backend.to_host(gt))))
-                if torch else None))
+                (lambda t=(tensor(backend.to_host(a20k)), tensor(backend.to_host(gt))) if torch else None:
+                 torchvision.ops.box_iou(*t)) if torch else None))
     out.append(("generate_anchors 800 x 600 (17100)", lambda: generate_anchors((600, 800)), None))
     gen = backend.rng(0)
     out.append(("rpn_targets 17100 anchors, 20 gt", lambda: rpn_targets(anchors, gt, gen), None))
@@ -99,10 +110,10 @@ def cases(rng):
 
 
 def _torch_fwd_bwd(op, feats, rois, grad, *args):
-    tg = torch.tensor(grad)
+    tg = tensor(grad)
 
     def run():
-        tf = torch.tensor(feats, requires_grad=True)
+        tf = tensor(feats, requires_grad=True)
         op(tf, rois, *args).backward(tg)
     return run
 
@@ -114,13 +125,17 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.backend:
         backend.use(args.backend)
+    global DEVICE
+    if backend.name == "cupy" and torch is not None and torch.cuda.is_available():
+        DEVICE = "cuda"
     rng = np.random.default_rng(0)
     cpu = platform.processor() or platform.machine()
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    print(f"backend {backend.name}, NumPy {np.__version__}, {os.cpu_count()} cores ({cpu})"
+    gpu = f", GPU {backend.xp.cuda.runtime.getDeviceProperties(0)['name'].decode()}" if backend.name == "cupy" else ""
+    print(f"backend {backend.name}, NumPy {np.__version__}, {os.cpu_count()} cores ({cpu}){gpu}, torchvision on {DEVICE}"
           + (f", torch {torch.__version__} / torchvision {torchvision.__version__} "
              f"({torch.get_num_threads()} threads)" if torch else ", torchvision not installed"))
     print()

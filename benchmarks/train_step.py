@@ -1,6 +1,6 @@
 """Training step time of the default shapes model, next to its twin built from torchvision's ``MaskRCNN``.
 
-    python benchmarks/train_step.py [--steps 60] [--warmup 20]
+    python benchmarks/train_step.py [--steps 60] [--warmup 20] [--backend numpy|cupy]
 
 The twin has the same architecture, layer by layer: the four-stage GroupNorm backbone, the FPN-lite with P2
 and P3, the RPN on C4 with the same three anchors, RoIAlign 7x7 from P3 into the same box head (two fc
@@ -10,7 +10,8 @@ AdamW, batches of 4 shapes images. Differences that torchvision does not let us 
 cell corners (ours are centred), and its mask head trains on every positive RoI where ours samples at most
 ``mask_rois_per_image`` = 8 of them an image; the table also times ours with every positive (``all
 positives``) so the two can be compared like for like. Both start from scratch on the same batches; the
-first ``--warmup`` steps are not timed. Prints the median seconds per step and the ratio.
+first ``--warmup`` steps are not timed. Prints the median seconds per step and the ratio. With ``--backend
+cupy`` ours runs on the GPU and so does the twin (CUDA, TF32 off so that both do float32 arithmetic).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mrcnn_edu import backend  # noqa: E402
 from mrcnn_edu.data.shapes import ShapesDataset  # noqa: E402
 from mrcnn_edu.model import MaskRCNN, ModelConfig  # noqa: E402
 from mrcnn_edu.optim import AdamW, clip_grad_norm  # noqa: E402
@@ -35,6 +37,8 @@ try:
     import torchvision  # noqa: F401
 except ImportError:
     torch = None
+
+DEVICE = "cpu"  # where the twin runs: "cuda" with --backend cupy
 
 
 def batches(n, batch_size=4):
@@ -55,6 +59,7 @@ def time_ours(data, warmup, config):
         grads = model.gradients()
         clip_grad_norm(grads, 10.0)
         opt.step(grads)
+        backend.synchronize()
         times.append(time.perf_counter() - t0)
     return statistics.median(times[warmup:])
 
@@ -127,20 +132,23 @@ def torch_twin(cfg):
 
 def time_torch(data, warmup, cfg):
     torch.manual_seed(0)
-    model = torch_twin(cfg).train()
+    model = torch_twin(cfg).to(DEVICE).train()
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     times = []
     for samples in data:
         t0 = time.perf_counter()
-        images = [torch.from_numpy(s[0]).permute(2, 0, 1).float() / 255 for s in samples]
-        targets = [dict(boxes=torch.from_numpy(t["boxes"]), labels=torch.from_numpy(t["labels"]),
-                        masks=torch.from_numpy(t["masks"].astype(np.uint8)))
+        images = [torch.from_numpy(s[0]).to(DEVICE).permute(2, 0, 1).float() / 255 for s in samples]
+        targets = [dict(boxes=torch.from_numpy(backend.to_host(t["boxes"])).to(DEVICE),
+                        labels=torch.from_numpy(backend.to_host(t["labels"])).to(DEVICE),
+                        masks=torch.from_numpy(backend.to_host(t["masks"]).astype(np.uint8)).to(DEVICE))
                    for t in _to_targets([s[1] for s in samples], [s[2] for s in samples])]
         losses = model(images, targets)
         opt.zero_grad()
         sum(losses.values()).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         opt.step()
+        if DEVICE == "cuda":
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     return statistics.median(times[warmup:])
 
@@ -149,11 +157,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--backend", choices=backend.BACKENDS, default=None, help="numpy (default) or cupy")
     args = parser.parse_args(argv)
+    global DEVICE
+    if args.backend:
+        backend.use(args.backend)
+    if backend.name == "cupy" and torch is not None and torch.cuda.is_available():
+        DEVICE = "cuda"
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     data = batches(args.steps)
     cfg = ModelConfig()
-    print(f"{os.cpu_count()} cores, NumPy {np.__version__}"
-          + (f", torch {torch.__version__} ({torch.get_num_threads()} threads)" if torch else ", torch absent"))
+    print(f"backend {backend.name}, {os.cpu_count()} cores, NumPy {np.__version__}"
+          + (f", torch {torch.__version__} ({torch.get_num_threads()} threads) on {DEVICE}" if torch else ", torch absent"))
     print(f"median s/step over steps {args.warmup}..{args.steps} (batch 4, 128 x 128, from scratch)\n")
     print("| model | s/step | vs torchvision twin |")
     print("| --- | ---: | ---: |")

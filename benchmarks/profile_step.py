@@ -1,0 +1,80 @@
+"""Where a training step of the default shapes model spends its time: cProfile over a few steps.
+
+    python benchmarks/profile_step.py [--backend numpy|cupy] [--steps 10] [--warmup 3] [--top 30]
+
+Prints the wall time per step (the GPU synchronized at the end of each step), then the functions with
+the most time of their own (``tottime``) and the library functions with the most time under them
+(``cumtime``). On the GPU most calls return before their kernels have run, so ``tottime`` there is the
+host's cost of launching work, and the time spent waiting for the GPU shows up in the calls that
+synchronize (``get``, ``item``, ``__bool__``, ``synchronize``).
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mrcnn_edu import backend  # noqa: E402
+from mrcnn_edu.data.shapes import ShapesDataset  # noqa: E402
+from mrcnn_edu.model import MaskRCNN, ModelConfig  # noqa: E402
+from mrcnn_edu.optim import AdamW, clip_grad_norm  # noqa: E402
+from mrcnn_edu.train import _to_targets  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=backend.BACKENDS, default=None)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--top", type=int, default=30)
+    args = parser.parse_args(argv)
+    if args.backend:
+        backend.use(args.backend)
+    data = ShapesDataset(0, 128, "train")
+    model = MaskRCNN(ModelConfig(), rng=np.random.default_rng(0))
+    opt = AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+
+    def step(i):
+        samples = [data[4 * i + k] for k in range(4)]
+        images = np.stack([s[0] for s in samples])
+        targets = _to_targets([s[1] for s in samples], [s[2] for s in samples])
+        model.zero_grad()
+        model.loss_and_backward(images, targets, np.random.default_rng([0, i, 1]))
+        grads = model.gradients()
+        clip_grad_norm(grads, 10.0)
+        opt.step(grads)
+        backend.synchronize()
+
+    for i in range(args.warmup):
+        step(i)
+    t0 = time.perf_counter()
+    for i in range(args.warmup, args.warmup + args.steps):
+        step(i)
+    plain = (time.perf_counter() - t0) / args.steps
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for i in range(args.warmup + args.steps, args.warmup + 2 * args.steps):
+        step(i)
+    profiler.disable()
+    total = pstats.Stats(profiler).total_calls / args.steps
+    print(f"backend {backend.name}: {plain * 1e3:.1f} ms a step without the profiler (mean over {args.steps} "
+          f"steps); {total:.0f} Python function calls a step\n")
+    for key, restrict in (("tottime", ()), ("cumtime", ("mrcnn_edu",))):
+        out = io.StringIO()
+        stats = pstats.Stats(profiler, stream=out).sort_stats(key)
+        stats.print_stats(*restrict, args.top)
+        text = out.getvalue()
+        print(f"--- by {key}" + (" (library functions)" if restrict else "") + ", per "
+              f"{args.steps} steps\n" + text[text.index("ncalls"):])
+
+
+if __name__ == "__main__":
+    main()
