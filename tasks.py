@@ -175,7 +175,7 @@ def cmd_bench(args: list) -> None:
     else:
         say(f"no {ORACLE_VENV.name}/ (python3 tasks.py oracle makes it): benchmarks run without torchvision")
         python = ensure_venv(VENV, ("-e", PROJECT))
-    scripts = sorted((ROOT / "benchmarks").glob("*.py"))
+    scripts = sorted(p for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_"))
     if not scripts:
         say("no benchmarks/*.py to run")
         return

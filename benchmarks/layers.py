@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from _common import choose_backend, synchronize  # noqa: E402
 from mrcnn_edu import backend  # noqa: E402
 from mrcnn_edu.nn import functional as F  # noqa: E402
 
@@ -36,9 +37,7 @@ DEVICE = "cpu"  # where torch's tensors live: "cuda" with --backend cupy
 
 
 def sync():
-    backend.synchronize()
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
+    synchronize(torch, DEVICE)
 
 # (label, N, C_in, C_out, H = W, kernel, stride, padding): every conv of the default shapes model
 # (mrcnn_edu.model.ModelConfig) at batch 4 on 128 x 128 images, the mask head on 64 RoIs of 14 x 14
@@ -117,11 +116,7 @@ def main(argv=None):
     parser.add_argument("--backend", choices=backend.BACKENDS, default=None, help="numpy (default) or cupy")
     args = parser.parse_args(argv)
     global DEVICE
-    if args.backend:
-        backend.use(args.backend)
-    if backend.name == "cupy" and torch is not None and torch.cuda.is_available():
-        DEVICE = "cuda"
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    DEVICE = choose_backend(args.backend, torch)
     gemm = gemm_rate(args.reps)
     print(f"CPU: {cpu_name()}, {os.cpu_count()} logical cores; NumPy {np.__version__}; "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "

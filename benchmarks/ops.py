@@ -23,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import choose_backend, synchronize  # noqa: E402
 from mrcnn_edu import backend  # noqa: E402
 from mrcnn_edu.anchors import generate_anchors  # noqa: E402
 from mrcnn_edu.boxes import box_iou, nms  # noqa: E402
@@ -47,9 +48,7 @@ def timeit(fn, repeat):
     """Median wall time of ``fn()`` in ms, after one warm-up call (synchronizing the GPU if there is one)."""
     def run():
         fn()
-        backend.synchronize()
-        if DEVICE == "cuda":
-            torch.cuda.synchronize()
+        synchronize(torch, DEVICE)
     run()
     times = []
     for _ in range(repeat):
@@ -123,11 +122,8 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--backend", choices=backend.BACKENDS, default=None)
     args = parser.parse_args(argv)
-    if args.backend:
-        backend.use(args.backend)
     global DEVICE
-    if backend.name == "cupy" and torch is not None and torch.cuda.is_available():
-        DEVICE = "cuda"
+    DEVICE = choose_backend(args.backend, torch)
     rng = np.random.default_rng(0)
     cpu = platform.processor() or platform.machine()
     try:

@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mrcnn_edu import backend  # noqa: E402
 from mrcnn_edu.data.shapes import ShapesDataset  # noqa: E402
 from mrcnn_edu.model import MaskRCNN, ModelConfig  # noqa: E402
-from mrcnn_edu.optim import AdamW, clip_grad_norm  # noqa: E402
-from mrcnn_edu.train import _to_targets  # noqa: E402
+from mrcnn_edu.optim import AdamW  # noqa: E402
+from train_step import train_step  # noqa: E402
 
 
 def main(argv=None):
@@ -43,15 +43,7 @@ def main(argv=None):
     opt = AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
 
     def step(i):
-        samples = [data[4 * i + k] for k in range(4)]
-        images = np.stack([s[0] for s in samples])
-        targets = _to_targets([s[1] for s in samples], [s[2] for s in samples])
-        model.zero_grad()
-        model.loss_and_backward(images, targets, np.random.default_rng([0, i, 1]))
-        grads = model.gradients()
-        clip_grad_norm(grads, 10.0)
-        opt.step(grads)
-        backend.synchronize()
+        train_step(model, opt, [data[4 * i + k] for k in range(4)], i)
 
     for i in range(args.warmup):
         step(i)

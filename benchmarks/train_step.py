@@ -26,6 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import choose_backend, synchronize  # noqa: E402
 from mrcnn_edu import backend  # noqa: E402
 from mrcnn_edu.data.shapes import ShapesDataset  # noqa: E402
 from mrcnn_edu.model import MaskRCNN, ModelConfig  # noqa: E402
@@ -46,20 +47,25 @@ def batches(n, batch_size=4):
     return [[stream[i] for i in range(s * batch_size, (s + 1) * batch_size)] for s in range(n)]
 
 
+def train_step(model, opt, samples, step):
+    """One AdamW step of ours on a batch of shapes samples, as ``mrcnn_edu.train`` takes it (GPU synchronized)."""
+    images = np.stack([s[0] for s in samples])
+    targets = _to_targets([s[1] for s in samples], [s[2] for s in samples])
+    model.zero_grad()
+    model.loss_and_backward(images, targets, np.random.default_rng([0, step, 1]))
+    grads = model.gradients()
+    clip_grad_norm(grads, 10.0)
+    opt.step(grads)
+    backend.synchronize()
+
+
 def time_ours(data, warmup, config):
     model = MaskRCNN(config, rng=np.random.default_rng(0))
     opt = AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     times = []
     for step, samples in enumerate(data):
         t0 = time.perf_counter()
-        images = np.stack([s[0] for s in samples])
-        targets = _to_targets([s[1] for s in samples], [s[2] for s in samples])
-        model.zero_grad()
-        model.loss_and_backward(images, targets, np.random.default_rng([0, step, 1]))
-        grads = model.gradients()
-        clip_grad_norm(grads, 10.0)
-        opt.step(grads)
-        backend.synchronize()
+        train_step(model, opt, samples, step)
         times.append(time.perf_counter() - t0)
     return statistics.median(times[warmup:])
 
@@ -147,8 +153,7 @@ def time_torch(data, warmup, cfg):
         sum(losses.values()).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         opt.step()
-        if DEVICE == "cuda":
-            torch.cuda.synchronize()
+        synchronize(torch, DEVICE)
         times.append(time.perf_counter() - t0)
     return statistics.median(times[warmup:])
 
@@ -160,11 +165,7 @@ def main(argv=None):
     parser.add_argument("--backend", choices=backend.BACKENDS, default=None, help="numpy (default) or cupy")
     args = parser.parse_args(argv)
     global DEVICE
-    if args.backend:
-        backend.use(args.backend)
-    if backend.name == "cupy" and torch is not None and torch.cuda.is_available():
-        DEVICE = "cuda"
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    DEVICE = choose_backend(args.backend, torch)
     data = batches(args.steps)
     cfg = ModelConfig()
     print(f"backend {backend.name}, {os.cpu_count()} cores, NumPy {np.__version__}"
