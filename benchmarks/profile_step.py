@@ -22,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import choose_backend  # noqa: E402
 from mrcnn_edu import backend  # noqa: E402
 from mrcnn_edu.data.shapes import ShapesDataset  # noqa: E402
 from mrcnn_edu.model import MaskRCNN, ModelConfig  # noqa: E402
@@ -36,8 +37,7 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--top", type=int, default=30)
     args = parser.parse_args(argv)
-    if args.backend:
-        backend.use(args.backend)
+    choose_backend(args.backend, None)
     data = ShapesDataset(0, 128, "train")
     model = MaskRCNN(ModelConfig(), rng=np.random.default_rng(0))
     opt = AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)

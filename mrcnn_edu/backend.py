@@ -8,7 +8,8 @@ Every other module asks this one for its array module; none imports CuPy. Two wa
 Device code starts the DeZero way, ``xp = get_array_module(x)``, so a function follows the arrays it
 is given; code that *creates* arrays from nothing (anchors, random numbers) uses ``backend.xp``, the
 module chosen by the switch. The few things that differ between NumPy and CuPy live here:
-moving arrays to the host (``to_host``), scatter-add (``scatter_add``) and random numbers (``rng``).
+moving arrays to the host (``to_host``), scatter-add (``scatter_add``), random numbers (``rng``), waiting
+for the GPU (``synchronize``) and keeping freed host memory for reuse (``keep_freed_memory``).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import os
 import numpy
 
 __all__ = ["xp", "name", "use", "get_array_module", "asarray", "to_host", "scatter_add", "rng",
-           "synchronize", "gpu_available", "BACKENDS"]
+           "synchronize", "keep_freed_memory", "gpu_available", "BACKENDS"]
 
 BACKENDS = ("numpy", "cupy")
 
@@ -100,6 +101,24 @@ def synchronize():
     their kernels have run, so a timer must synchronize before it reads the clock."""
     if name == "cupy":
         xp.cuda.Device().synchronize()
+
+
+def keep_freed_memory():
+    """Ask glibc to keep freed host memory for reuse, as CuPy's memory pool does on the GPU.
+
+    By default glibc maps every block over 128 KiB afresh from the OS and returns it when freed, so each
+    large NumPy temporary (a conv's columns: 29 MB in the mask head) costs a page fault per 4 KiB on first
+    touch, again every step. Keeping blocks up to 1 GiB in the heap makes the mask head's conv about a
+    quarter faster and a training step about 7%. Process-wide, for the host only; a no-op off glibc.
+    ``mrcnn-edu train`` and ``ablate`` and the benchmarks call it.
+    """
+    import ctypes
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: mmap only blocks over 1 GiB
+        libc.mallopt(-1, 1 << 31)  # M_TRIM_THRESHOLD: keep up to 2 GiB of free heap
+    except (OSError, AttributeError):
+        pass
 
 
 def rng(seed=None):

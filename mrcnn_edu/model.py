@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from . import backend
-from ._validate import check_boxes, trusted
+from ._validate import check_boxes, check_finite, trusted
 from .anchors import generate_anchors
 from .boxes import batched_nms, box_decode, clip_boxes_to_image, remove_small_boxes
 from .heads import BoxHead, MaskHead, MLPMaskHead, paste_masks
@@ -36,7 +36,7 @@ from .roi import roi_align, roi_align_backward, roi_pool, roi_pool_backward
 from .roi_heads import box_head_targets, fast_rcnn_loss, mask_targets
 from .rpn import generate_proposals, rpn_loss, rpn_targets
 
-__all__ = ["ModelConfig", "MaskRCNN", "check_targets", "rois_from_boxes", "sample_mask_rois", "postprocess_detections",
+__all__ = ["ModelConfig", "MaskRCNN", "check_images", "check_targets", "rois_from_boxes", "sample_mask_rois", "postprocess_detections",
            "detection_masks"]
 
 BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
@@ -305,6 +305,7 @@ class MaskRCNN(Module):
         The targets (and proposals) are checked here, once; everything after runs inside
         ``_validate.trusted()``, since the library made every array it passes on (see ``_validate``).
         """
+        images = check_images(images)
         check_targets(targets, len(images), self.config)
         if proposals is not None:
             proposals = [check_boxes(p, f"proposals[{i}]") for i, p in enumerate(proposals)]
@@ -364,7 +365,8 @@ class MaskRCNN(Module):
         """Detections of each image: a list of dicts with ``boxes`` D x 4, ``scores`` D, ``labels`` D (1..K-1),
         ``masks`` D x H x W bool (pasted back and thresholded at 0.5), all on the backend.
         """
-        with trusted():  # the images are the only input, and normalize() takes any numbers
+        images = check_images(images)
+        with trusted():
             return self._predict(images)
 
     def _predict(self, images):
@@ -398,6 +400,19 @@ class MaskRCNN(Module):
             d["masks"] = detection_masks(mask_logits[start:start + n], d["labels"], d["boxes"], size)
             start += n
         return detections
+
+
+def check_images(images):
+    """``images`` as an N x H x W x 3 array (uint8, or floats on the same 0..255 scale), finite."""
+    xp = backend.get_array_module(images)
+    images = xp.asarray(images)
+    if images.ndim != 4 or images.shape[3] != 3:
+        raise ValueError(f"images: expected N x H x W x 3 (RGB, channels last), got shape {tuple(images.shape)}")
+    if images.dtype.kind == "f":
+        check_finite(images, "images")
+    elif images.dtype.kind not in "iu":
+        raise TypeError(f"images: expected uint8 (or float) pixels, got dtype {images.dtype}")
+    return images
 
 
 def check_targets(targets, num_images, config):

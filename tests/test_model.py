@@ -230,3 +230,17 @@ def test_strict_mode_names_the_first_layer_that_makes_a_nan(monkeypatch):
     images, targets = batch(rng, 2)
     with pytest.raises(ValueError, match="w: contains NaN or inf"):
         model.loss_and_backward(images, targets, rng)
+
+
+def test_bad_images_are_named_by_predict_and_by_the_training_step():
+    rng = np.random.default_rng(3)
+    model = MaskRCNN(ModelConfig(**TINY), rng=np.random.default_rng(1))
+    images, targets = batch(rng, 2)
+    with pytest.raises(ValueError, match=r"images: expected N x H x W x 3 .* got shape \(2, 3, 64, 64\)"):
+        model.predict(images.transpose(0, 3, 1, 2))
+    bad = images.astype(np.float32)
+    bad[1, 5, 5, 0] = np.nan
+    with pytest.raises(ValueError, match="images: contains NaN or inf"):
+        model.loss_and_backward(bad, targets, rng)
+    with pytest.raises(TypeError, match="images: expected uint8"):
+        model.predict(images.astype(bool))
