@@ -313,3 +313,13 @@ def test_bad_backward_input_names_the_argument():
         roi_pool_backward(out, argmax + 100, (1, 1, 5, 5))
     with pytest.raises(TypeError, match="argmax"):
         roi_pool_backward(out, argmax.astype(float), (1, 1, 5, 5))
+
+
+def test_roi_pool_first_argmax_equals_argmax_with_ties(xp, rng):
+    """RoIPool's max and first-maximum index over axis 0 equal ``max(0)`` and ``argmax(0)``, ties included."""
+    from mrcnn_edu.roi import _max_and_first_argmax
+    window = rng.integers(0, 4, (9, 5, 3, 2)).astype(np.float32)   # few values: many ties
+    window[:, 0, 0, 0] = -np.inf                                     # an all-empty column: slot 0
+    best, first = _max_and_first_argmax(xp.asarray(window), xp)
+    np.testing.assert_array_equal(backend.to_host(best), window.max(0))
+    np.testing.assert_array_equal(backend.to_host(first), window.argmax(0))
