@@ -270,12 +270,16 @@ class WarmupCosineLR(_Warmup):
 # ----------------------------------------------------------------------------------------------------
 
 def global_grad_norm(grads):
-    """``sqrt(sum of g^2 over every gradient)``, as a Python float (one number for the whole model)."""
-    total = 0.0
-    for g in grads.values():
-        xp = backend.get_array_module(g)
-        total += float(xp.vdot(g.ravel(), g.ravel()))
-    return math.sqrt(total)
+    """``sqrt(sum of g^2 over every gradient)``, as a Python float (one number for the whole model).
+
+    The per-gradient sums stay on the device and come back to Python once, summed in float64: on a GPU each
+    ``float()`` is a wait for the device.
+    """
+    if not grads:
+        return 0.0
+    xp = backend.get_array_module(*grads.values())
+    squares = xp.stack([xp.vdot(g.ravel(), g.ravel()) for g in grads.values()])
+    return math.sqrt(float(squares.astype(xp.float64).sum()))
 
 
 def clip_grad_norm(grads, max_norm):
