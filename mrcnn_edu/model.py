@@ -36,8 +36,8 @@ from .roi import roi_align, roi_align_backward, roi_pool, roi_pool_backward
 from .roi_heads import box_head_targets, fast_rcnn_loss, mask_targets
 from .rpn import generate_proposals, rpn_loss, rpn_targets
 
-__all__ = ["ModelConfig", "MaskRCNN", "check_images", "check_targets", "rois_from_boxes", "sample_mask_rois", "postprocess_detections",
-           "detection_masks"]
+__all__ = ["ModelConfig", "MaskRCNN", "check_images", "check_targets", "rois_from_boxes", "sample_mask_rois",
+           "postprocess_detections", "detection_masks"]
 
 BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 
@@ -433,7 +433,7 @@ def check_targets(targets, num_images, config):
         if boxes.shape[0] and not bool(xp.all((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))):
             raise ValueError(f"targets[{i}]['boxes']: every box needs x2 > x1 and y2 > y1")
         labels, mask_shape = xp.asarray(t["labels"]), tuple(getattr(t["masks"], "shape", ()))
-        if labels.shape != (boxes.shape[0],) or labels.dtype.kind not in "iu":
+        if labels.shape != (boxes.shape[0],) or (labels.size and labels.dtype.kind not in "iu"):
             raise ValueError(f"targets[{i}]['labels']: expected {boxes.shape[0]} integer classes, got "
                              f"shape {tuple(labels.shape)}, dtype {labels.dtype}")
         if labels.size and bool(xp.any((labels < 1) | (labels >= config.num_classes))):
