@@ -6,7 +6,7 @@ Checks of shapes and dtypes are free. Checks of *values* (no NaN or inf, ``x2 >=
 and bring a yes/no back to Python, which on a GPU means waiting for every kernel queued so far. The model
 validates what its user passes once, then runs its own calls of the library inside ``trusted()``, where
 the value checks are skipped: everything it hands on was computed by the library itself. (A training
-step makes about 400 such checks; on the GPU they were a third of the step's time.) A NaN still cannot
+step makes about 400 such checks; on the GPU they were up to a quarter of the step's time.) A NaN still cannot
 pass unnoticed: it reaches the losses, and ``train`` stops on a loss that is not finite. To find the layer
 where it first appeared, set ``MRCNN_EDU_STRICT=1``: then ``trusted()`` does nothing and every call checks.
 """
