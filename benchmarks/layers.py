@@ -120,7 +120,8 @@ def main(argv=None):
     gemm = gemm_rate(args.reps)
     print(f"CPU: {cpu_name()}, {os.cpu_count()} logical cores; NumPy {np.__version__}; "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
-          + (f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads, on {DEVICE})" if torch else "PyTorch absent"))
+          + (f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads, on {DEVICE})" if torch
+             else "PyTorch absent"))
     if backend.name == "cupy":
         gpu = backend.xp.cuda.runtime.getDeviceProperties(0)["name"].decode()
         print(f"GPU: {gpu}; CuPy {backend.xp.__version__} float32 GEMM rate: {gemm:.0f} GFLOP/s "
@@ -136,7 +137,8 @@ def main(argv=None):
     for label, n, c_in, c_out, size, k, s, p in SHAPES:
         x = gen.standard_normal((n, c_in, size, size), dtype=np.float32)
         w = (gen.standard_normal((c_out, c_in, k, k), dtype=np.float32) * 0.1).astype(np.float32)
-        cases.append((label, backend.asarray(x), backend.asarray(w), backend.asarray(np.zeros(c_out, dtype=np.float32)), s, p))
+        b = np.zeros(c_out, dtype=np.float32)
+        cases.append((label, backend.asarray(x), backend.asarray(w), backend.asarray(b), s, p))
     # all of ours first, then all of torch's: torch's OpenMP threads keep spinning for a while after each
     # call, and would steal the cores from NumPy's BLAS threads if the two alternated
     results = []

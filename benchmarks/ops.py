@@ -131,7 +131,8 @@ def main(argv=None):
     except (OSError, StopIteration):
         pass
     gpu = f", GPU {backend.xp.cuda.runtime.getDeviceProperties(0)['name'].decode()}" if backend.name == "cupy" else ""
-    print(f"backend {backend.name}, NumPy {np.__version__}, {os.cpu_count()} cores ({cpu}){gpu}, torchvision on {DEVICE}"
+    print(f"backend {backend.name}, NumPy {np.__version__}, {os.cpu_count()} cores ({cpu}){gpu}, "
+          f"torchvision on {DEVICE}"
           + (f", torch {torch.__version__} / torchvision {torchvision.__version__} "
              f"({torch.get_num_threads()} threads)" if torch else ", torchvision not installed"))
     print()

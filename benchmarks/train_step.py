@@ -169,7 +169,8 @@ def main(argv=None):
     data = batches(args.steps)
     cfg = ModelConfig()
     print(f"backend {backend.name}, {os.cpu_count()} cores, NumPy {np.__version__}"
-          + (f", torch {torch.__version__} ({torch.get_num_threads()} threads) on {DEVICE}" if torch else ", torch absent"))
+          + (f", torch {torch.__version__} ({torch.get_num_threads()} threads) on {DEVICE}" if torch
+             else ", torch absent"))
     print(f"median s/step over steps {args.warmup}..{args.steps} (batch 4, 128 x 128, from scratch)\n")
     print("| model | s/step | vs torchvision twin |")
     print("| --- | ---: | ---: |")

@@ -6,9 +6,10 @@ Checks of shapes and dtypes are free. Checks of *values* (no NaN or inf, ``x2 >=
 and bring a yes/no back to Python, which on a GPU means waiting for every kernel queued so far. The model
 validates what its user passes once, then runs its own calls of the library inside ``trusted()``, where
 the value checks are skipped: everything it hands on was computed by the library itself. (A training
-step makes about 400 such checks; on the GPU they were up to a quarter of the step's time.) A NaN still cannot
-pass unnoticed: it reaches the losses, and ``train`` stops on a loss that is not finite. To find the layer
-where it first appeared, set ``MRCNN_EDU_STRICT=1``: then ``trusted()`` does nothing and every call checks.
+step makes about 400 such checks; on the GPU they were up to a quarter of the step's time.) A NaN still
+cannot pass unnoticed: it reaches the losses, and ``train`` stops on a loss that is not finite. To find the
+layer where it first appeared, set ``MRCNN_EDU_STRICT=1``: then ``trusted()`` does nothing and every call
+checks.
 """
 from __future__ import annotations
 
@@ -106,7 +107,8 @@ def check_boxes(boxes, name="boxes", xp=None):
         raise ValueError(f"{name}: expected N x 4 boxes (x1, y1, x2, y2), got shape {tuple(boxes.shape)}")
     check_finite(boxes, name)
     mod = backend.get_array_module(boxes)
-    if boxes.shape[0] and checks_values() and bool(mod.any((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]))):
+    if boxes.shape[0] and checks_values() and bool(mod.any((boxes[:, 2] < boxes[:, 0])
+                                                           | (boxes[:, 3] < boxes[:, 1]))):
         raise ValueError(f"{name}: every box needs x2 >= x1 and y2 >= y1")
     return boxes
 
