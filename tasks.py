@@ -115,7 +115,7 @@ def print_versions(python: Path) -> None:
     """One line with the versions the run uses, so a log tells what it was run with."""
     probe = (
         "import platform, importlib.metadata as md\n"
-        "names = ['numpy', 'matplotlib', 'tqdm', 'pytest', 'cupy-cuda12x', 'torch', 'torchvision']\n"
+        "names = ['numpy', 'matplotlib', 'tqdm', 'pytest', 'cupy-cuda12x', 'cupy-cuda13x', 'torch', 'torchvision']\n"
         "found = []\n"
         "for n in names:\n"
         "    try:\n"

@@ -116,13 +116,14 @@ def test_runtime_dependencies_and_python():
     assert project["requires-python"] == ">=3.10"
     names = {split_requirement(r)[0] for r in project["dependencies"]}
     assert {"numpy", "matplotlib", "tqdm", "scikit-image", "pycocotools"} <= names
-    assert "cupy-cuda12x" not in names and "torch" not in names  # GPU and oracle stay optional
+    assert not {"cupy-cuda12x", "cupy-cuda13x", "torch"} & names  # GPU and oracle stay optional
 
 
 def test_extras_gpu_and_dev():
     extras = pyproject()["project"]["optional-dependencies"]
-    assert set(extras) == {"gpu", "dev"}
+    assert set(extras) == {"gpu", "gpu-cuda13", "dev"}
     assert [split_requirement(r) for r in extras["gpu"]] == [("cupy-cuda12x", ">=13")]
+    assert [split_requirement(r) for r in extras["gpu-cuda13"]] == [("cupy-cuda13x", ">=13")]
     assert "pytest" in {split_requirement(r)[0] for r in extras["dev"]}
 
 
