@@ -8,8 +8,10 @@ shapes model (batch 4 of 128 x 128 images), against the machine's NumPy float32 
 Columns: the layer; our forward + backward time in ms (best of ``--reps``); its rate in GFLOP/s, counting
 the three GEMM-sized products (forward, dx, dw: 3 x 2 N C_out C_in kh kw OH OW flops); that rate as a
 percentage of the best float32 matrix product NumPy reaches on this machine (the physical limit for a
-GEMM-based conv); PyTorch's time for the same forward + backward (float32, gradients for x, w and b,
-its default threads); and our time over torch's. Thread counts are left as the environment sets them.
+GEMM-based conv); the time of those three products alone, at these shapes, on ready operands (the floor
+of an im2col conv: ours minus it is what the copies cost); the time of the two column copies an im2col
+conv cannot skip (im2col of x, and dx's im2col of dout or col2im; 0 for a 1 x 1 conv); PyTorch's time for the same forward + backward
+(float32, gradients for x, w and b, its default threads); and our time over torch's. Thread counts are left as the environment sets them.
 On the GPU the limit is CuPy's float32 matrix product and torch runs cuDNN in true float32 (TF32 off, as
 CuPy's products are), so both sides do the same arithmetic.
 """
@@ -26,6 +28,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from _common import choose_backend, synchronize  # noqa: E402
 from mrcnn_edu import backend  # noqa: E402
+from mrcnn_edu.nn import conv  # noqa: E402
 from mrcnn_edu.nn import functional as F  # noqa: E402
 
 try:
@@ -89,6 +92,47 @@ def ours(x, w, b, stride, padding):
     return run, out.shape
 
 
+def gemms_alone(x, w, out_shape):
+    """The three products of forward + backward on ready operands, with no im2col, col2im or transpose:
+    ``W @ cols`` (forward), ``dout @ cols.T`` (dw), ``W.T @ dout`` (dcols). Their time is the floor of any
+    convolution built on these GEMMs; ours minus it is what the copies cost."""
+    gen = np.random.default_rng(2)
+    c_out, k = w.shape[0], w[0].size
+    l = x.shape[0] * out_shape[2] * out_shape[3]
+    wm, cols, dout = (backend.asarray(gen.standard_normal(shape, dtype=np.float32))
+                      for shape in ((c_out, k), (k, l), (c_out, l)))
+
+    def run():
+        wm @ cols, dout @ cols.T, wm.T @ dout
+    return run
+
+
+def columns_alone(x, w, stride, padding, out_shape):
+    """The two column copies an im2col conv cannot skip: the forward's im2col of x, and dx's gather (the
+    im2col of dout, at stride 1) or col2im (its scatter, otherwise). None for a 1 x 1 conv (no columns)."""
+    c_out, c_in, kh, kw = w.shape
+    if (kh, kw) == (1, 1) and padding == 0:
+        return None
+    n, _, oh, ow = out_shape
+    k, s, p = (kh, kw), (stride, stride), (padding, padding)
+    gen = np.random.default_rng(3)
+    if stride == 1:
+        dout = backend.asarray(gen.standard_normal((c_out, n, oh, ow), dtype=np.float32))
+
+        def dx_copy():
+            conv._windows_cm(dout, k, (1, 1), (kh - 1 - padding, kw - 1 - padding))
+    else:
+        dcols = backend.asarray(gen.standard_normal((c_in * kh * kw, n * oh * ow), dtype=np.float32))
+
+        def dx_copy():
+            conv._unwindows(dcols, x.shape, k, s, p)
+
+    def run():
+        conv._windows(x, k, s, p)
+        dx_copy()
+    return run
+
+
 def theirs(x, w, b, stride, padding, out_shape):
     tx, tw, tb = (torch.tensor(backend.to_host(a), device=DEVICE, requires_grad=True) for a in (x, w, b))
     dout = torch.randn(out_shape, device=DEVICE)
@@ -129,7 +173,7 @@ def main(argv=None):
     else:
         print(f"NumPy float32 GEMM rate: {gemm:.0f} GFLOP/s (best square product, 1024 and 2048)\n")
     header = f"| {'layer':<12} | {'N x C_in x H x W -> C_out, k, s':<32} | {'ours ms':>8} | {'GFLOP/s':>7} | " \
-             f"{'% GEMM':>6} | {'torch ms':>8} | {'ours/torch':>10} |"
+             f"{'% GEMM':>6} | {'GEMMs ms':>8} | {'cols ms':>7} | {'torch ms':>8} | {'ours/torch':>10} |"
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     gen = np.random.default_rng(0)
@@ -145,25 +189,34 @@ def main(argv=None):
     for label, x, w, b, s, p in cases:
         run, out_shape = ours(x, w, b, s, p)
         flops = 3 * 2 * x.shape[0] * w.shape[0] * w[0].size * out_shape[2] * out_shape[3]
-        results.append([label, x, w, s, out_shape, flops, best_time(run, args.reps), None])
+        copies = columns_alone(x, w, s, p, out_shape)
+        results.append([label, x, w, s, out_shape, flops, best_time(run, args.reps), None,
+                        best_time(gemms_alone(x, w, out_shape), args.reps),
+                        best_time(copies, args.reps) if copies else 0.0])
     if torch is not None:
         time.sleep(1.0)
         for r, (label, x, w, b, s, p) in zip(results, cases):
             r[7] = best_time(theirs(x, w, b, s, p, r[4]), args.reps)
-    for label, x, w, s, _, flops, t_ours, t_torch in results:
+    for label, x, w, s, _, flops, t_ours, t_torch, t_gemms, t_cols in results:
         n, c_in, size = x.shape[0], x.shape[1], x.shape[2]
         shape = f"{n}x{c_in}x{size}x{size} -> {w.shape[0]}, {w.shape[2]}x{w.shape[3]}, s{s}"
-        print(row(label, shape, t_ours, flops, gemm, t_torch))
+        print(row(label, shape, t_ours, flops, gemm, t_torch, t_gemms, t_cols))
+    total_flops = sum(r[5] for r in results)
     total_torch = sum(r[7] for r in results) if torch is not None else None
-    print(row("total", "", sum(r[6] for r in results), sum(r[5] for r in results), gemm, total_torch))
+    total_gemms, total_cols = sum(r[8] for r in results), sum(r[9] for r in results)
+    print(row("total", "", sum(r[6] for r in results), total_flops, gemm, total_torch, total_gemms, total_cols))
+    print()
+    for what, t in (("the GEMMs alone", total_gemms), ("the GEMMs and the column copies", total_gemms + total_cols)):
+        line = f"Floor, {what}: {t * 1e3:.1f} ms, {100 * total_flops / t / 1e9 / gemm:.0f}% of the GEMM rate"
+        print(line + (f", {t / total_torch:.2f}x torch's whole time." if total_torch else "."))
 
 
-def row(label, shape, t_ours, flops, gemm, t_torch):
+def row(label, shape, t_ours, flops, gemm, t_torch, t_gemms, t_cols):
     rate = flops / t_ours / 1e9
     torch_ms = f"{t_torch * 1e3:8.2f}" if t_torch else f"{'-':>8}"
     ratio = f"{t_ours / t_torch:10.2f}" if t_torch else f"{'-':>10}"
     return (f"| {label:<12} | {shape:<32} | {t_ours * 1e3:8.2f} | {rate:7.0f} | {100 * rate / gemm:5.0f}% | "
-            f"{torch_ms} | {ratio} |")
+            f"{t_gemms * 1e3:8.2f} | {t_cols * 1e3:7.2f} | {torch_ms} | {ratio} |")
 
 
 if __name__ == "__main__":
