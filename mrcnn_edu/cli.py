@@ -168,7 +168,7 @@ def cmd_train(args):
         if getattr(args, name) is not None:
             setattr(tcfg, name, getattr(args, name))
     mcfg = ModelConfig()
-    for name in ("roi_op", "mask_loss", "mask_head", "box_loss", "backbone_stride"):
+    for name in ("roi_op", "mask_loss", "mask_head", "box_loss", "box_loss_weight", "backbone_stride"):
         if getattr(args, name) is not None:
             setattr(mcfg, name, getattr(args, name))
     if args.no_fpn or mcfg.backbone_stride == 32:
@@ -305,6 +305,7 @@ def build_parser():
     g.add_argument("--mask-loss", choices=["sigmoid", "softmax"], help="per-class sigmoid (default) or per-pixel softmax")
     g.add_argument("--mask-head", choices=["fcn", "mlp"], help="convolutional (default) or fully connected")
     g.add_argument("--box-loss", choices=["smooth_l1", "giou"], help="smooth-L1 of the deltas (default) or 1 - GIoU")
+    g.add_argument("--box-loss-weight", type=float, help="multiplies the box regression loss (default 1)")
     g.add_argument("--backbone-stride", type=int, choices=[16, 32],
                    help="16: heads on C4 (default); 32: one more stage, C5, without FPN")
     g.add_argument("--no-fpn", action="store_true", help="both heads read the backbone's top map, no pyramid")

@@ -18,11 +18,14 @@ the mask head, so boxes see 16 x 16 features and masks 32 x 32 rather than 8 x 8
 
 The paper's ablations (Table 2) are fields too, so ``mrcnn-edu ablate`` trains the same model with one
 thing changed: ``roi_op`` (RoIAlign or RoIPool), ``mask_loss`` (per-class sigmoid or per-pixel softmax),
-``mask_head`` (FCN or MLP), ``box_loss`` (smooth-L1 or GIoU) and ``backbone_stride`` (16, C4, or 32, C5:
+``mask_head`` (FCN or MLP), ``box_loss`` (smooth-L1 or GIoU, scaled by ``box_loss_weight``) and
+``backbone_stride`` (16, C4, or 32, C5:
 one more stride-2 stage, without FPN, as the paper's "ResNet-50-C5").
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, field
 
 from . import backend
@@ -75,6 +78,7 @@ class ModelConfig:
     mask_loss: str = "sigmoid"                # "sigmoid": per-class (Mask R-CNN); "softmax": per pixel
     mask_head: str = "fcn"                    # "fcn": convs; "mlp": fc layers (box_hidden units)
     box_loss: str = "smooth_l1"               # "smooth_l1" or "giou" (1 - GIoU of the decoded box)
+    box_loss_weight: float = 1.0              # multiplies the box head's regression loss, either kind
     score_threshold: float = 0.05
     detection_nms: float = 0.5
     detections_per_image: int = 20
@@ -337,6 +341,7 @@ class MaskRCNN(Module):
         l_cls, l_box, dlogits, dbox = fast_rcnn_loss(class_logits, box_deltas, roi_labels,
                                                      xp.concatenate([s[2] for s in sampled]), cfg.box_loss,
                                                      box_cache[0][:, 1:], BOX_WEIGHTS)
+        l_box, dbox = cfg.box_loss_weight * l_box, cfg.box_loss_weight * dbox
         dp3 = self._pool_backward(self.box_head.backward((dlogits, dbox)), box_cache)
 
         # mask head on the positive RoIs: each learns the mask of its own ground truth, in its own box
@@ -453,6 +458,9 @@ def _check_config(cfg):
             raise ValueError(f"{name}: expected one of {allowed}, got {getattr(cfg, name)!r}")
     if cfg.backbone_stride == 32 and cfg.fpn:
         raise ValueError("backbone_stride: 32 (C5) is built without the FPN; set fpn=False")
+    weight = cfg.box_loss_weight
+    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not 0 < weight < math.inf:
+        raise ValueError(f"box_loss_weight: expected a positive finite number, got {weight!r}")
 
 
 def _softmax_as_sigmoid_logits(z):

@@ -131,6 +131,31 @@ def test_bad_ablation_settings_are_named(field, value):
         MaskRCNN(ModelConfig(**TINY, backbone_stride=32), rng=np.random.default_rng(1))
 
 
+@pytest.mark.parametrize("box_loss", ["smooth_l1", "giou"])
+def test_box_loss_weight_scales_the_box_loss_and_its_gradient_only(box_loss):
+    rng = np.random.default_rng(3)
+    images, targets = batch(rng, 2)
+    runs = []
+    for weight in (1.0, 2.5):
+        model = MaskRCNN(ModelConfig(**TINY, box_loss=box_loss, box_loss_weight=weight), rng=np.random.default_rng(1))
+        losses = model.loss_and_backward(images, targets, np.random.default_rng(5))
+        runs.append((losses, model.gradients()))
+    (one, g1), (two, g2) = runs
+    assert one["loss_box_reg"] > 0
+    np.testing.assert_allclose(two["loss_box_reg"], 2.5 * one["loss_box_reg"], rtol=1e-6)
+    for name in ("loss_classifier", "loss_mask", "loss_objectness", "loss_rpn_box_reg"):
+        assert two[name] == one[name]
+    np.testing.assert_allclose(g2["box_head.bbox_pred.weight"], 2.5 * g1["box_head.bbox_pred.weight"], rtol=1e-5,
+                               atol=1e-12)
+    np.testing.assert_array_equal(g2["box_head.cls_score.weight"], g1["box_head.cls_score.weight"])
+
+
+@pytest.mark.parametrize("weight", [0.0, -1.0, float("nan"), float("inf"), "2", True])
+def test_bad_box_loss_weight_is_named(weight):
+    with pytest.raises(ValueError, match="box_loss_weight"):
+        MaskRCNN(ModelConfig(**TINY, box_loss_weight=weight), rng=np.random.default_rng(1))
+
+
 def test_images_without_objects_train_and_predict():
     rng = np.random.default_rng(3)
     model = MaskRCNN(ModelConfig(**TINY), rng=np.random.default_rng(1))
