@@ -1,6 +1,7 @@
 """`mrcnn-edu ablate`: every setting of the paper's Table 2 trains (a smoke run under MRCNN_EDU_FAST=1), one
 table comes out, finished runs are reused, and the table lands between its markers without eating the prose."""
 import json
+import os
 
 import pytest
 
@@ -75,8 +76,37 @@ def test_the_verdict_compares_directions_with_the_paper():
 def test_train_takes_the_ablation_switches(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     assert main(["train", "--out", str(out), "--steps", "1", "--batch-size", "1", "--val-images", "2",
-                 "--roi-op", "pool", "--mask-loss", "softmax", "--box-loss", "giou", "--backbone-stride", "32"]) == 0
+                 "--roi-op", "pool", "--mask-loss", "softmax", "--box-loss", "giou", "--box-loss-weight", "3",
+                 "--backbone-stride", "32"]) == 0
     from mrcnn_edu.checkpoint import load_checkpoint
     model = load_checkpoint(out / "model.npz")["config"]["model"]
-    assert (model["roi_op"], model["mask_loss"], model["box_loss"], model["backbone_stride"], model["fpn"]) == \
-        ("pool", "softmax", "giou", 32, False)
+    assert (model["roi_op"], model["mask_loss"], model["box_loss"], model["box_loss_weight"], model["backbone_stride"],
+            model["fpn"]) == ("pool", "softmax", "giou", 3.0, 32, False)
+
+
+def test_jobs_train_settings_in_parallel_processes(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MRCNN_EDU_FAST", "1")
+    out = tmp_path / "runs"
+    # fcn-mask-head is the default run: three settings, two trainings, one process each
+    assert main(["ablate", "--out", str(out), "--only", "default,softmax-mask-loss,fcn-mask-head", "--jobs", "2",
+                 "--table", ""]) == 0
+    printed = capsys.readouterr().out
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    assert printed.count(f"in its own process ({threads} BLAS thread(s))") == 2
+    assert sorted(p.name for p in out.iterdir()) == ["default", "softmax-mask-loss"]
+    for name, changes in (("default", {}), ("softmax-mask-loss", {"mask_loss": "softmax"})):
+        saved = json.loads((out / name / "ablation.json").read_text())
+        assert ModelConfig.from_dict(saved["model"]) == ModelConfig(**changes)
+        assert 0.0 <= json.loads((out / name / "summary.json").read_text())["metrics"]["mask_AP"] <= 1.0
+        assert "ablate: " in (out / name / "ablate.log").read_text()      # the process's own output
+    rows = [line.split(" | ")[1] for line in printed.splitlines() if line.startswith("| (")]
+    assert rows[:2] == ["default", "softmax-mask-loss"] and "not run" not in printed.split("| (b)")[1].split("\n")[0]
+    # a second call finds both runs finished and starts no process
+    assert main(["ablate", "--out", str(out), "--only", "default,softmax-mask-loss", "--jobs", "2", "--table", ""]) == 0
+    assert "own process" not in capsys.readouterr().out
+
+
+def test_jobs_below_one_are_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["ablate", "--out", str(tmp_path), "--jobs", "0"])
+    assert "--jobs: expected 1 or more" in capsys.readouterr().err
