@@ -359,6 +359,9 @@ def main(argv=None):
     except (ValueError, FileNotFoundError, OSError) as err:
         # DatasetError and CheckpointError are ValueErrors: a bad file gives a message, not a traceback
         parser.exit(2, f"mrcnn-edu {args.command}: {err}\n")
+    except KeyboardInterrupt as err:  # Ctrl-C: what was interrupted says how to go on, without a traceback
+        print(f"mrcnn-edu {args.command}: {err or 'interrupted'}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

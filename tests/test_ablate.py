@@ -110,3 +110,10 @@ def test_jobs_below_one_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["ablate", "--out", str(tmp_path), "--jobs", "0"])
     assert "--jobs: expected 1 or more" in capsys.readouterr().err
+
+
+def test_an_interrupted_ablation_says_how_to_go_on(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MRCNN_EDU_FAST", "1")
+    monkeypatch.setattr(ablate, "train", lambda *args, **kwargs: {"interrupted": True})   # Ctrl-C in a run
+    assert main(["ablate", "--out", str(tmp_path), "--only", "default", "--table", ""]) == 130
+    assert "interrupted in default; run it again to continue" in capsys.readouterr().err
