@@ -168,7 +168,8 @@ def cmd_train(args):
         if getattr(args, name) is not None:
             setattr(tcfg, name, getattr(args, name))
     mcfg = ModelConfig()
-    for name in ("roi_op", "mask_loss", "mask_head", "box_loss", "box_loss_weight", "backbone_stride"):
+    for name in ("roi_op", "mask_loss", "mask_head", "mask_mlp_hidden", "box_loss", "box_loss_weight",
+                 "backbone_stride"):
         if getattr(args, name) is not None:
             setattr(mcfg, name, getattr(args, name))
     if args.no_fpn or mcfg.backbone_stride == 32:
@@ -304,6 +305,7 @@ def build_parser():
     g.add_argument("--roi-op", choices=["align", "pool"], help="RoIAlign (default) or RoIPool")
     g.add_argument("--mask-loss", choices=["sigmoid", "softmax"], help="per-class sigmoid (default) or per-pixel softmax")
     g.add_argument("--mask-head", choices=["fcn", "mlp"], help="convolutional (default) or fully connected")
+    g.add_argument("--mask-mlp-hidden", type=int, help="fc width of the MLP mask head (default 256; the paper's 1024)")
     g.add_argument("--box-loss", choices=["smooth_l1", "giou"], help="smooth-L1 of the deltas (default) or 1 - GIoU")
     g.add_argument("--box-loss-weight", type=float, help="multiplies the box regression loss (default 1)")
     g.add_argument("--backbone-stride", type=int, choices=[16, 32],

@@ -76,7 +76,8 @@ class ModelConfig:
     sampling_ratio: int = 2
     roi_op: str = "align"                     # "align": RoIAlign; "pool": RoIPool (quantized, the ablation)
     mask_loss: str = "sigmoid"                # "sigmoid": per-class (Mask R-CNN); "softmax": per pixel
-    mask_head: str = "fcn"                    # "fcn": convs; "mlp": fc layers (box_hidden units)
+    mask_head: str = "fcn"                    # "fcn": convs; "mlp": fc layers (mask_mlp_hidden units)
+    mask_mlp_hidden: int = 256                # the MLP mask head's fc width (the paper's is 1024)
     box_loss: str = "smooth_l1"               # "smooth_l1" or "giou" (1 - GIoU of the decoded box)
     box_loss_weight: float = 1.0              # multiplies the box head's regression loss, either kind
     score_threshold: float = 0.05
@@ -224,7 +225,7 @@ class MaskRCNN(Module):
         self.rpn = RPNHead(c4, k, rng=rng)
         self.box_head = BoxHead(head_channels, cfg.box_pool, cfg.box_hidden, cfg.num_classes, rng=rng)
         if cfg.mask_head == "mlp":
-            self.mask_head = MLPMaskHead(head_channels, cfg.mask_pool, cfg.box_hidden, cfg.num_classes,
+            self.mask_head = MLPMaskHead(head_channels, cfg.mask_pool, cfg.mask_mlp_hidden, cfg.num_classes,
                                          2 * cfg.mask_pool, rng=rng)
         else:
             self.mask_head = MaskHead(head_channels, cfg.mask_channels, cfg.mask_convs, cfg.num_classes, rng=rng)
@@ -458,6 +459,9 @@ def _check_config(cfg):
             raise ValueError(f"{name}: expected one of {allowed}, got {getattr(cfg, name)!r}")
     if cfg.backbone_stride == 32 and cfg.fpn:
         raise ValueError("backbone_stride: 32 (C5) is built without the FPN; set fpn=False")
+    hidden = cfg.mask_mlp_hidden
+    if isinstance(hidden, bool) or not isinstance(hidden, numbers.Integral) or hidden < 1:
+        raise ValueError(f"mask_mlp_hidden: expected a positive int, got {hidden!r}")
     weight = cfg.box_loss_weight
     if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not 0 < weight < math.inf:
         raise ValueError(f"box_loss_weight: expected a positive finite number, got {weight!r}")

@@ -9,7 +9,8 @@ from mrcnn_edu.model import MaskRCNN, ModelConfig
 from mrcnn_edu.optim import AdamW
 
 TINY = dict(image_size=64, channels=(4, 4, 8, 8), groups=2, fpn_channels=8, anchor_sizes=(24.0, 32.0),
-            box_hidden=16, mask_channels=4, mask_convs=1, roi_batch=16, rpn_batch=64, box_pool=3, mask_pool=4)
+            box_hidden=16, mask_mlp_hidden=16, mask_channels=4, mask_convs=1, roi_batch=16, rpn_batch=64, box_pool=3,
+            mask_pool=4)
 
 
 def synthetic_sample(rng, size=64, empty=False):
@@ -148,6 +149,15 @@ def test_box_loss_weight_scales_the_box_loss_and_its_gradient_only(box_loss):
     np.testing.assert_allclose(g2["box_head.bbox_pred.weight"], 2.5 * g1["box_head.bbox_pred.weight"], rtol=1e-5,
                                atol=1e-12)
     np.testing.assert_array_equal(g2["box_head.cls_score.weight"], g1["box_head.cls_score.weight"])
+
+
+def test_the_mlp_mask_head_has_its_own_width():
+    model = MaskRCNN(ModelConfig(**dict(TINY, mask_mlp_hidden=24), mask_head="mlp"), rng=np.random.default_rng(1))
+    shapes = {name: p.shape for name, p in model.parameters().items() if name.startswith("mask_head")}
+    widths = sorted({s[0] for name, s in shapes.items() if name.endswith("weight")})
+    assert 24 in widths and TINY["box_hidden"] not in widths
+    with pytest.raises(ValueError, match="mask_mlp_hidden"):
+        MaskRCNN(ModelConfig(**dict(TINY, mask_mlp_hidden=0), mask_head="mlp"), rng=np.random.default_rng(1))
 
 
 @pytest.mark.parametrize("weight", [0.0, -1.0, float("nan"), float("inf"), "2", True])
