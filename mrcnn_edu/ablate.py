@@ -145,9 +145,9 @@ def run_in_processes(out, only, steps, val_images, seed, jobs, progress=True, lo
     Each process gets ``cpu_count // jobs`` BLAS threads (``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS``,
     ``MKL_NUM_THREADS``): on 2 cores, two one-thread runs make 1.5 times the steps a second of one
     two-thread run (0.147 s a step in each against 0.113 s), because most of a step is single-threaded
-    NumPy work between the matrix products, which leaves the second core idle. The numbers differ from a one-process run in the float32 rounding of the products (a
-    different thread count adds in a different order). Ctrl-C stops every run with a checkpoint; run the
-    command again to continue.
+    NumPy work between the matrix products, which leaves the second core idle. The numbers differ from a
+    one-process run in the float32 rounding of the products (another thread count adds in another order).
+    Ctrl-C stops every run with a checkpoint; run the command again to continue.
     """
     tcfg = budget(steps, val_images, seed)
     todo, seen = [], set()

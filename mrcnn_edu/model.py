@@ -18,9 +18,9 @@ the mask head, so boxes see 16 x 16 features and masks 32 x 32 rather than 8 x 8
 
 The paper's ablations (Table 2) are fields too, so ``mrcnn-edu ablate`` trains the same model with one
 thing changed: ``roi_op`` (RoIAlign or RoIPool), ``mask_loss`` (per-class sigmoid or per-pixel softmax),
-``mask_head`` (FCN or MLP), ``box_loss`` (smooth-L1 or GIoU, scaled by ``box_loss_weight``) and
-``backbone_stride`` (16, C4, or 32, C5:
-one more stride-2 stage, without FPN, as the paper's "ResNet-50-C5").
+``mask_head`` (FCN, or MLP of ``mask_mlp_hidden`` units), ``box_loss`` (smooth-L1 or GIoU, scaled by
+``box_loss_weight``) and ``backbone_stride`` (16, C4, or 32, C5: one more stride-2 stage, without FPN, as
+the paper's "ResNet-50-C5").
 """
 from __future__ import annotations
 
