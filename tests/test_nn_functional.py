@@ -70,6 +70,9 @@ CONV_CASES = [
     (2, 2, 6, 5, 3, (3, 2), 1, (1, 0)),
     (1, 2, 7, 7, 2, 5, 1, (1, 2)),
     (2, 2, 4, 5, 3, 2, 1, 0),
+    # stride = kernel, no padding: windows that tile the input exactly (dx is one copy), and with a spare row
+    (2, 3, 6, 6, 2, (2, 3), (2, 3), 0),
+    (1, 2, 7, 4, 2, 2, 2, 0),
 ]
 
 
