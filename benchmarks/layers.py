@@ -10,8 +10,10 @@ the three GEMM-sized products (forward, dx, dw: 3 x 2 N C_out C_in kh kw OH OW f
 percentage of the best float32 matrix product NumPy reaches on this machine (the physical limit for a
 GEMM-based conv); the time of those three products alone, at these shapes, on ready operands (the floor
 of an im2col conv: ours minus it is what the copies cost); the time of the two column copies an im2col
-conv cannot skip (im2col of x, and dx's im2col of dout or col2im; 0 for a 1 x 1 conv); PyTorch's time for the same forward + backward
-(float32, gradients for x, w and b, its default threads); and our time over torch's. Thread counts are left as the environment sets them.
+conv cannot skip (im2col of x, and dx's im2col of dout or col2im; 0 for a 1 x 1 conv); PyTorch's time
+for the same forward + backward (float32, gradients for x, w and b, its default threads); and our time
+over torch's. Thread counts are left as the environment sets them. Below the table, the two floors in
+total: the GEMMs alone, and the GEMMs with the column copies.
 On the GPU the limit is CuPy's float32 matrix product and torch runs cuDNN in true float32 (TF32 off, as
 CuPy's products are), so both sides do the same arithmetic.
 """
