@@ -67,12 +67,15 @@ def as_float_array(a, name, xp=None):
     """``a`` as a floating array of the array module ``xp`` (its own module when ``xp`` is None).
 
     Python lists and integer arrays become float32; float32 and float64 arrays are kept as they are.
+    float16 becomes float32 too: its largest value is 65504, so the area of a 300 x 300 box, or a sum of
+    squares, would overflow to inf. The public functions therefore compute float16 input in float32 and
+    return float32.
     """
     xp = xp or backend.get_array_module(a)
     a = xp.asarray(a)
     if a.dtype.kind == "b" or a.dtype.kind in "OUSV":
         raise TypeError(f"{name}: expected a numeric array, got dtype {a.dtype}")
-    if a.dtype.kind != "f":
+    if a.dtype.kind != "f" or a.dtype.itemsize < 4:
         a = a.astype(xp.float32)
     return a
 

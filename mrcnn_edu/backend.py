@@ -5,6 +5,12 @@ Every other module asks this one for its array module; none imports CuPy. Two wa
 * the environment: ``MRCNN_EDU_BACKEND=numpy`` (default) or ``MRCNN_EDU_BACKEND=cupy``;
 * in code: ``mrcnn_edu.backend.use("cupy")``.
 
+Importing this module never fails. A variable it cannot follow (``MRCNN_EDU_BACKEND=foo``, or ``cupy`` on a
+machine without CuPy) leaves NumPy switched on, warns once (a ``UserWarning``) and is kept as a one-line
+problem: ``env_error()`` returns it, ``check_env()`` raises it as a ``ValueError``. The command line calls
+``check_env()`` first, so a bad variable is one line, not a traceback in every command; a library user sees
+the warning. A successful ``use()`` supersedes the variable and clears the problem.
+
 Device code starts the DeZero way, ``xp = get_array_module(x)``, so a function follows the arrays it
 is given; code that *creates* arrays from nothing (anchors, random numbers) uses ``backend.xp``, the
 module chosen by the switch. The few things that differ between NumPy and CuPy live here:
@@ -14,16 +20,19 @@ for the GPU (``synchronize``) and keeping freed host memory for reuse (``keep_fr
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy
 
-__all__ = ["xp", "name", "use", "get_array_module", "asarray", "to_host", "scatter_add", "rng",
-           "synchronize", "keep_freed_memory", "gpu_available", "BACKENDS"]
+__all__ = ["xp", "name", "use", "check_env", "env_error", "get_array_module", "asarray", "to_host", "scatter_add",
+           "rng", "synchronize", "keep_freed_memory", "gpu_available", "BACKENDS", "ENV_VAR"]
 
 BACKENDS = ("numpy", "cupy")
+ENV_VAR = "MRCNN_EDU_BACKEND"
 
 xp = numpy      # the array module chosen by the switch; read it as ``backend.xp`` at call time
 name = "numpy"  # its name, "numpy" or "cupy"
+_env_problem = None  # why MRCNN_EDU_BACKEND could not be followed at import (one line), or None
 
 
 def _import_cupy():
@@ -45,12 +54,31 @@ def gpu_available() -> bool:
 
 def use(backend: str):
     """Switch the library to ``"numpy"`` or ``"cupy"``; returns the array module."""
-    global xp, name
+    global xp, name, _env_problem
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     xp = numpy if backend == "numpy" else _import_cupy()
     name = backend
+    _env_problem = None  # a choice made in code supersedes MRCNN_EDU_BACKEND
     return xp
+
+
+def env_error():
+    """Why ``MRCNN_EDU_BACKEND`` could not be followed when this module was imported, as one line, or None.
+
+    E.g. ``"MRCNN_EDU_BACKEND: expected numpy or cupy, got 'foo'"``. NumPy is active then. None once
+    ``use()`` has chosen a backend.
+    """
+    return _env_problem
+
+
+def check_env():
+    """Raise ``ValueError(env_error())`` when ``MRCNN_EDU_BACKEND`` could not be followed; else return None.
+
+    The command line calls it before anything else, and prints the message as its one line of error.
+    """
+    if _env_problem is not None:
+        raise ValueError(_env_problem)
 
 
 def get_array_module(*arrays):
@@ -126,8 +154,27 @@ def rng(seed=None):
     return xp.random.default_rng(seed)
 
 
-_env = os.environ.get("MRCNN_EDU_BACKEND", "numpy").strip().lower() or "numpy"
-if _env not in BACKENDS:
-    raise ValueError(f"MRCNN_EDU_BACKEND must be one of {BACKENDS}, got {_env!r}")
-if _env != "numpy":
-    use(_env)
+def _follow_env():
+    """Switch to the backend ``MRCNN_EDU_BACKEND`` names; a value that cannot be followed keeps NumPy, and is
+    recorded for ``env_error()`` and announced with a warning, never raised: importing must not fail."""
+    global _env_problem
+    value = os.environ.get(ENV_VAR, "numpy").strip().lower() or "numpy"
+    if value == "numpy":
+        return
+    if value not in BACKENDS:
+        problem = f"{ENV_VAR}: expected numpy or cupy, got {os.environ[ENV_VAR].strip()!r}"
+    else:
+        try:
+            use(value)
+            return
+        except Exception as err:  # noqa: BLE001 - whatever importing CuPy raises, importing this must not
+            cause = err.__cause__ or err
+            if isinstance(cause, ModuleNotFoundError) and cause.name == "cupy":
+                problem = f"{ENV_VAR}={value}: CuPy is not installed (pip install 'mrcnn-edu[gpu]')"
+            else:  # installed, but it fails to import (e.g. no CUDA libraries)
+                problem = f"{ENV_VAR}={value}: CuPy does not import ({cause}; see pip install 'mrcnn-edu[gpu]')"
+    _env_problem = problem
+    warnings.warn(f"{problem}; using numpy", stacklevel=2)
+
+
+_follow_env()

@@ -2,7 +2,8 @@
 
 Every box is ``(x1, y1, x2, y2)`` in continuous pixel coordinates, as in torchvision: its width is
 ``x2 - x1`` (no ``+ 1``), its centre ``x1 + 0.5 * width``. Box arrays are ``N x 4`` floats (float32 by
-default; float64 works everywhere and is kept). The functions follow the arrays they are given (NumPy or
+default; float64 works everywhere and is kept; float16 is computed in float32 and gives float32, since a
+300 x 300 box's area overflows float16's 65504). The functions follow the arrays they are given (NumPy or
 CuPy) and reproduce torchvision's ops operation for operation, so that the tests can compare them with
 ``torchvision.ops`` and ``torchvision.models.detection._utils.BoxCoder``:
 
@@ -67,7 +68,7 @@ def box_area(boxes):
     """Area of each box: ``(x2 - x1) * (y2 - y1)``.
 
     boxes : N x 4 float ``(x1, y1, x2, y2)``
-    returns N, same dtype.
+    returns N, same dtype (float32 for float16 boxes).
     """
     boxes = check_boxes(boxes, "boxes")
     return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
@@ -102,7 +103,8 @@ def box_iou(boxes1, boxes2):
 
     boxes1 : N x 4 float ``(x1, y1, x2, y2)``
     boxes2 : M x 4 float ``(x1, y1, x2, y2)``
-    returns N x M, ``iou[i, j] = area(b1_i & b2_j) / area(b1_i | b2_j)`` in ``[0, 1]``, the inputs' dtype.
+    returns N x M, ``iou[i, j] = area(b1_i & b2_j) / area(b1_i | b2_j)`` in ``[0, 1]``, the inputs' dtype
+    (float32 for float16 inputs, whose areas would overflow).
 
     Equal to ``torchvision.ops.box_iou`` except where the union is 0 (two zero-area boxes, e.g. the same
     point twice): there torchvision returns NaN (0 / 0) and this returns 0, so that a degenerate box never
@@ -345,7 +347,7 @@ def clip_boxes_to_image(boxes, image_size):
 
     boxes      : N x 4 float ``(x1, y1, x2, y2)``
     image_size : ``(height, width)`` in pixels (an int means a square image)
-    returns N x 4, same dtype, as ``torchvision.ops.clip_boxes_to_image``.
+    returns N x 4, same dtype (float32 for float16 boxes), as ``torchvision.ops.clip_boxes_to_image``.
     """
     boxes = check_boxes(boxes, "boxes")
     xp = backend.get_array_module(boxes)

@@ -8,9 +8,10 @@ module on the way in). Three properties matter more than the format:
   disk, a killed job) leaves the previous checkpoint intact, never a half-written one.
 * **Safe to load.** ``numpy.load(..., allow_pickle=False)``: the file holds only plain arrays and JSON
   text, so opening a checkpoint from elsewhere cannot run code.
-* **Loud when wrong.** A truncated or corrupt file, a file that is not a checkpoint, or one made for
-  another model (other parameter names or shapes, e.g. another number of classes, another optimizer)
-  raises ``CheckpointError`` naming the file and what is wrong, and changes nothing in the model.
+* **Loud when wrong.** A truncated or corrupt file, a folder or a file that is not a checkpoint, one made
+  for another model (other parameter names or shapes, e.g. another number of classes, another optimizer),
+  or one whose parameters hold NaN or inf (written by a run that diverged) raises ``CheckpointError``
+  naming the file and what is wrong, and changes nothing in the model.
 
 Layout of the ``.npz``: ``format`` (a version tag), ``step`` (int64), ``config`` (JSON text),
 ``rng`` (JSON text of a ``numpy.random.Generator``'s state, or empty), ``param/<name>`` per parameter,
@@ -118,15 +119,19 @@ def load_checkpoint(path, params=None, optimizer=None, rng=None, expect_config=N
     file with the same shape, and the file may hold no others. optimizer : restored with its state and
     settings. rng : a ``numpy.random.Generator`` whose state is restored. expect_config : a dict whose
     keys, where the file's config has them too, must hold equal values (e.g. ``{"num_classes": 4}``).
-    All checks run before anything is changed. The returned ``params`` are the file's host arrays.
+    All checks run before anything is changed. The returned ``params`` are the file's host arrays; a file
+    whose parameters hold NaN or inf is refused whether or not ``params`` is given.
     Raises ``FileNotFoundError`` for a missing file and ``CheckpointError`` for any other problem.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise CheckpointError(_folder_message(path))
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     data = _read_arrays(path)
     step, config, rng_state = _read_header(path, data)
     saved = {k[len("param/"):]: v for k, v in data.items() if k.startswith("param/")}
+    _check_finite(path, saved)
     if expect_config:
         _check_config(path, config, expect_config)
     if params is not None:
@@ -143,6 +148,15 @@ def load_checkpoint(path, params=None, optimizer=None, rng=None, expect_config=N
     if rng is not None:
         rng.bit_generator.state = rng_state
     return {"step": step, "config": config, "params": saved}
+
+
+def _folder_message(path):
+    """What to say when a folder is passed (a run folder such as ``runs/shapes`` instead of its file)."""
+    for name in ("model.npz", "checkpoint.npz"):                 # what ``train`` writes into a run folder
+        inside = os.path.join(path, name)
+        if os.path.isfile(inside):
+            return f"{path}: is a folder, not a checkpoint file (expected e.g. {inside}, which it holds)"
+    return f"{path}: is a folder, not a checkpoint file (expected e.g. runs/shapes/model.npz)"
 
 
 def _read_arrays(path):
@@ -173,6 +187,14 @@ def _read_header(path, data):
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: damaged header ({type(err).__name__}: {err})") from None
     return step, config, rng_state
+
+
+def _check_finite(path, saved):
+    """Refuse NaN or inf in the file's parameters (in the file's order, so the first bad one is named)."""
+    for name, value in saved.items():
+        if value.dtype.kind in "fc" and not numpy.isfinite(value).all():
+            what = "NaN" if numpy.isnan(value).any() else "inf"
+            raise CheckpointError(f"{path}: parameter {name!r} holds {what}; the run that wrote it diverged")
 
 
 def _check_config(path, config, expected):

@@ -17,16 +17,23 @@ from mrcnn_edu import backend
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def import_backend_with_env(value):
-    """Import ``mrcnn_edu.backend`` in a fresh interpreter with ``MRCNN_EDU_BACKEND=value`` (None: unset)."""
+def import_backend_with_env(value, code="from mrcnn_edu import backend; print(backend.name, backend.xp.__name__)"):
+    """Run ``code`` in a fresh interpreter with ``MRCNN_EDU_BACKEND=value`` (None: unset)."""
     env = dict(os.environ)
     env.pop("MRCNN_EDU_BACKEND", None)
     if value is not None:
         env["MRCNN_EDU_BACKEND"] = value
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    code = "from mrcnn_edu import backend; print(backend.name, backend.xp.__name__)"
     return subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
+
+
+def cupy_installed():
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 @pytest.fixture
@@ -38,29 +45,55 @@ def restore_backend():
 
 # -- choosing the backend ---------------------------------------------------------------------------------
 
+# What a bad MRCNN_EDU_BACKEND does: importing never fails (every command would die with a traceback), the
+# import warns and keeps NumPy, and check_env() -- which the command line calls first -- raises the one line.
+CHECK = ("import warnings\n"
+         "with warnings.catch_warnings(record=True) as caught:\n"
+         "    warnings.simplefilter('always')\n"
+         "    from mrcnn_edu import backend, boxes\n"
+         "print(backend.name, backend.xp.__name__)\n"
+         "print('warned:', ' | '.join(str(w.message) for w in caught))\n"
+         "print('env_error:', backend.env_error())\n"
+         "try:\n"
+         "    backend.check_env()\n"
+         "except ValueError as err:\n"
+         "    print('check_env:', err)\n"
+         "backend.use('numpy')\n"
+         "print('after use:', backend.env_error())\n")
+
+
+def run_check(value):
+    done = import_backend_with_env(value, CHECK)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "numpy numpy", done.stdout
+    return lines[1:]
+
+
+def test_env_var_with_an_unknown_backend_keeps_numpy_and_says_so():
+    message = "MRCNN_EDU_BACKEND: expected numpy or cupy, got 'tensorflow'"
+    warned, env_error, check, after = run_check("tensorflow")
+    assert warned == f"warned: {message}; using numpy"
+    assert env_error == f"env_error: {message}"
+    assert check == f"check_env: {message}"
+    assert after == "after use: None"           # choosing a backend in code supersedes the variable
+
+
+def test_env_var_cupy_without_cupy_keeps_numpy_and_says_how_to_install_it():
+    if cupy_installed():
+        pytest.skip("CuPy is installed here")
+    message = "MRCNN_EDU_BACKEND=cupy: CuPy is not installed (pip install 'mrcnn-edu[gpu]')"
+    warned, env_error, check, after = run_check(" CuPy ")
+    assert warned == f"warned: {message}; using numpy"
+    assert env_error == f"env_error: {message}"
+    assert check == f"check_env: {message}"
+    assert after == "after use: None"
+
+
 @pytest.mark.parametrize("value", [None, "numpy", " NumPy ", ""])
 def test_env_var_selects_numpy(value):
-    done = import_backend_with_env(value)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["numpy", "numpy"]
-
-
-def test_env_var_rejects_an_unknown_backend():
-    done = import_backend_with_env("tensorflow")
-    assert done.returncode != 0
-    assert "ValueError: MRCNN_EDU_BACKEND must be one of ('numpy', 'cupy'), got 'tensorflow'" in done.stderr
-
-
-def test_env_var_cupy_without_cupy_says_how_to_install_it():
-    try:
-        import cupy  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("CuPy is installed here")
-    done = import_backend_with_env("cupy")
-    assert done.returncode != 0
-    assert "pip install 'mrcnn-edu[gpu]'" in done.stderr
+    # numpy, no warning, no problem; check_env() returns quietly, so it prints no line
+    assert run_check(value) == ["warned: ", "env_error: None", "after use: None"]
 
 
 @pytest.mark.gpu
@@ -83,6 +116,15 @@ def test_use_rejects_a_bad_name_and_keeps_the_backend(bad, restore_backend):
     before = (backend.xp, backend.name)
     with pytest.raises(ValueError, match=r"backend must be one of \('numpy', 'cupy'\)"):
         backend.use(bad)
+    assert (backend.xp, backend.name) == before
+
+
+def test_use_cupy_without_cupy_says_how_to_install_it_and_keeps_the_backend(restore_backend):
+    if cupy_installed():
+        pytest.skip("CuPy is installed here")
+    before = (backend.xp, backend.name)
+    with pytest.raises(RuntimeError, match=r"pip install 'mrcnn-edu\[gpu\]'"):
+        backend.use("cupy")
     assert (backend.xp, backend.name) == before
 
 

@@ -289,3 +289,36 @@ def test_remove_small_boxes(xp):
     assert remove_small_boxes(xp.zeros((0, 4)), 1.0).shape == (0,)
     with pytest.raises(ValueError, match="min_size"):
         remove_small_boxes(boxes, float("nan"))
+
+
+# ------------------------------------------------------------------------------------------- float16
+# float16 tops out at 65504: the area of a 300 x 300 box (90000) overflows to inf, and IoU = inf / inf = NaN.
+# Public functions compute float16 input in float32 and return float32.
+BIG16 = np.array([[0.0, 0.0, 300.0, 300.0], [100.0, 100.0, 400.0, 400.0], [50.0, 0.0, 350.0, 300.0]])
+
+
+def test_box_iou_of_float16_boxes_equals_float32(xp):
+    half, single = xp.asarray(BIG16, dtype=xp.float16), xp.asarray(BIG16, dtype=xp.float32)
+    iou = box_iou(half, half)
+    assert iou.dtype == xp.float32
+    np.testing.assert_array_equal(host(iou), host(box_iou(single, single)))
+    assert host(iou)[0, 1] == np.float32(200 * 200) / np.float32(2 * 90000 - 200 * 200)  # 40000 / 140000
+
+
+def test_box_functions_compute_float16_in_float32(xp):
+    half, single = xp.asarray(BIG16, dtype=xp.float16), xp.asarray(BIG16, dtype=xp.float32)
+    scores = xp.asarray([0.9, 0.8, 0.7], dtype=xp.float16)
+    area = box_area(half)
+    assert area.dtype == xp.float32
+    np.testing.assert_array_equal(host(area), [90000.0] * 3)
+    for name, f in [("box_encode", lambda b: box_encode(b, b[::-1])),
+                    ("box_decode", lambda b: box_decode(xp.full((3, 4), 0.5, dtype=b.dtype), b)),
+                    ("clip_boxes_to_image", lambda b: clip_boxes_to_image(b, (200, 320)))]:
+        got, expected = f(half), f(single)
+        assert got.dtype == xp.float32, name
+        assert np.isfinite(host(got)).all(), name
+        np.testing.assert_array_equal(host(got), host(expected), err_msg=name)
+    # IoU(0, 2) = 75000 / 105000 = 0.71: at 0.5 box 2 goes, box 1 (IoU 0.29 with box 0) stays
+    np.testing.assert_array_equal(host(nms(half, scores, 0.5)), [0, 1])
+    np.testing.assert_array_equal(host(batched_nms(half, scores, xp.asarray([1, 1, 2]), 0.5)), [0, 1, 2])
+    np.testing.assert_array_equal(host(remove_small_boxes(half, 300)), [0, 1, 2])

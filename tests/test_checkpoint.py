@@ -107,6 +107,40 @@ def test_missing_file(xp, tmp_path):
         load_checkpoint(tmp_path / "nope.npz")
 
 
+def test_a_folder_is_not_a_checkpoint_file(xp, tmp_path):
+    run = tmp_path / "shapes"
+    run.mkdir()
+    with pytest.raises(CheckpointError, match=r"shapes: is a folder, not a checkpoint file "
+                                              r"\(expected e\.g\. runs/shapes/model\.npz\)$"):
+        load_checkpoint(run)
+    save_checkpoint(run / "model.npz", make_model().parameters())                 # a run folder: name its file
+    with pytest.raises(CheckpointError, match=r"shapes: is a folder, not a checkpoint file "
+                                              r"\(expected e\.g\. .*shapes/model\.npz, which it holds\)$"):
+        load_checkpoint(run)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_parameters_are_refused_before_anything_changes(xp, tmp_path, bad):
+    """A run that diverged can leave NaN or inf weights behind; loading them would only give NaN detections."""
+    model = make_model()
+    params = {name: host(p).copy() for name, p in model.parameters().items()}
+    params["4.weight"][1, 7] = bad
+    path = tmp_path / "diverged.npz"
+    save_checkpoint(path, params, step=9)
+    fresh = make_model(seed=3)
+    before = {name: host(p).copy() for name, p in fresh.parameters().items()}
+    what = "NaN" if np.isnan(bad) else "inf"
+    with pytest.raises(CheckpointError, match=rf"diverged\.npz: parameter '4\.weight' holds {what}; "
+                                              rf"the run that wrote it diverged"):
+        load_checkpoint(path, fresh.parameters())
+    for name, p in fresh.parameters().items():
+        np.testing.assert_array_equal(host(p), before[name], err_msg=name)          # nothing half-loaded
+    params["0.bias"][0] = np.nan                                                    # the first bad one is named
+    save_checkpoint(path, params, step=9)
+    with pytest.raises(CheckpointError, match=r"parameter '0\.bias' holds NaN"):
+        load_checkpoint(path, fresh.parameters())
+
+
 def test_truncated_file(xp, trained):
     model, _, _, path = trained
     data = path.read_bytes()
