@@ -68,7 +68,7 @@ def box_area(boxes):
     """Area of each box: ``(x2 - x1) * (y2 - y1)``.
 
     boxes : N x 4 float ``(x1, y1, x2, y2)``
-    returns N, same dtype (float32 for float16 boxes).
+    returns N, same dtype.
     """
     boxes = check_boxes(boxes, "boxes")
     return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
@@ -103,8 +103,7 @@ def box_iou(boxes1, boxes2):
 
     boxes1 : N x 4 float ``(x1, y1, x2, y2)``
     boxes2 : M x 4 float ``(x1, y1, x2, y2)``
-    returns N x M, ``iou[i, j] = area(b1_i & b2_j) / area(b1_i | b2_j)`` in ``[0, 1]``, the inputs' dtype
-    (float32 for float16 inputs, whose areas would overflow).
+    returns N x M, ``iou[i, j] = area(b1_i & b2_j) / area(b1_i | b2_j)`` in ``[0, 1]``, the inputs' dtype.
 
     Equal to ``torchvision.ops.box_iou`` except where the union is 0 (two zero-area boxes, e.g. the same
     point twice): there torchvision returns NaN (0 / 0) and this returns 0, so that a degenerate box never
@@ -347,7 +346,7 @@ def clip_boxes_to_image(boxes, image_size):
 
     boxes      : N x 4 float ``(x1, y1, x2, y2)``
     image_size : ``(height, width)`` in pixels (an int means a square image)
-    returns N x 4, same dtype (float32 for float16 boxes), as ``torchvision.ops.clip_boxes_to_image``.
+    returns N x 4, same dtype, as ``torchvision.ops.clip_boxes_to_image``.
     """
     boxes = check_boxes(boxes, "boxes")
     xp = backend.get_array_module(boxes)
