@@ -1,5 +1,6 @@
 """COCO files (data/coco.py): export and load round trip, polygon and RLE masks, resizing, clear errors."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -205,3 +206,196 @@ def test_missing_files_and_wrong_image_size(tmp_path):
     data = load_coco(ann, img)
     with pytest.raises(DatasetError, match="a.png: image is 41 x 60"):
         data[0]
+
+
+# ------------------------------------------------------------ checks that keep pycocotools from crashing
+@pytest.mark.parametrize("value", [1e9, -1e9, 1e300, 10 ** 400, 181, -61])
+def test_polygon_coordinates_far_outside_the_image_are_refused(tmp_path, value):
+    data = small_dataset()
+    data["annotations"][0]["segmentation"] = [[10, 5, value, 5, 30, 25, 10, 25]]
+    if isinstance(value, int) and value > 10 ** 300:
+        expect_error(tmp_path, data, "annotation 1: a polygon must be a list of at least 3 points")
+        return
+    message = expect_error(tmp_path, data, "annotation 1: polygon point")
+    assert f"({value:g}, 5)" in message and "60 x 40 (W x H)" in message and "x in [-60, 120]" in message
+
+
+def test_polygons_a_little_outside_the_image_load_clipped(tmp_path):
+    data = small_dataset()
+    data["annotations"][0]["segmentation"] = [[-60, -40, 120, -40, 120, 20, -60, 20]]   # the bounds exactly
+    ann, img = write_dataset(tmp_path, data, {"a.png": np.zeros((40, 60, 3), np.uint8)})
+    masks = load_coco(ann, img)[0][1]
+    np.testing.assert_array_equal(masks[0].sum(axis=1), [60] * 20 + [0] * 20)          # rows 0..19, all columns
+
+
+def test_a_polygon_of_1e9_gives_an_error_not_a_crash(tmp_path):
+    """Run in a child process: before the check, pycocotools died here with a segmentation fault."""
+    import subprocess
+    import sys
+
+    data = small_dataset()
+    data["annotations"][0]["segmentation"] = [[0, 0, 1e9, 0, 1e9, 1e9, 0, 1e9]]
+    ann, img = write_dataset(tmp_path, data, {"a.png": np.zeros((40, 60, 3), np.uint8)})
+    code = ("import sys\nfrom mrcnn_edu.data.coco import DatasetError, load_coco\n"
+            f"try:\n    load_coco({str(ann)!r}, {str(img)!r})\nexcept DatasetError as e:\n    print(e)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert "annotation 1: polygon point (1e+09, 0)" in done.stdout
+
+
+@pytest.mark.parametrize("counts, match", [
+    ("zzzz", "malformed compressed RLE"),             # characters beyond 'o'
+    ("0 1", "malformed compressed RLE"),              # a space
+    ("ab\u00e9", "malformed compressed RLE"),          # not ASCII
+    ("", "malformed compressed RLE"),
+    ("0o", "malformed compressed RLE"),               # 'o' says "more follows" at the end of the string
+    ("0oooooo1", "malformed compressed RLE"),         # a run of 7 groups
+    ("123", "compressed RLE runs sum to 6, expected"),             # well formed, but 1 + 2 + 3 != 2400
+    ("0O", "compressed RLE runs sum to -1 and 1 are negative"),   # 'O' = 48 + 0x1F: sign bit, a run of -1
+])
+def test_malformed_compressed_rle_is_refused(tmp_path, counts, match):
+    data = small_dataset()
+    data["annotations"][0]["segmentation"] = {"size": [40, 60], "counts": counts}
+    expect_error(tmp_path, data, "annotation 1: " + match)
+
+
+def test_compressed_rle_of_another_size_is_refused(tmp_path):
+    mask = np.zeros((40, 61), bool)
+    mask[3:9, 50:58] = True
+    data = small_dataset()
+    data["annotations"][0]["segmentation"] = {"size": [40, 60], "counts": encode_masks(mask[None])[0]["counts"]}
+    expect_error(tmp_path, data, "runs sum to 2440")
+
+
+def test_random_garbage_never_crashes_pycocotools(tmp_path):
+    """A small fuzz: random compressed RLE strings and polygons either fail the checks or decode safely."""
+    from mrcnn_edu.data.coco import _check_segmentation, _decode, _to_rle
+
+    rng = np.random.default_rng(0)
+    image = {"id": 1, "height": 40, "width": 60}
+    inside, outside = [-60, -5, 0, 33.3, 59.5, 120], [-1e9, -61, 121, 1e9, 1e300]
+    passed = 0
+    for trial in range(300):
+        if trial % 2:   # a valid string with one character replaced by any of '.'..'q'
+            counts = list(encode_masks(rng.random((1, 40, 60)) < rng.random())[0]["counts"])
+            counts[rng.integers(len(counts))] = chr(rng.integers(46, 114))
+            seg = {"size": [40, 60], "counts": "".join(counts)}
+        else:           # mostly within the bounds, sometimes far out
+            seg = [[rng.choice(outside) if rng.random() < 0.05 else rng.choice(inside) for _ in range(8)]]
+        try:
+            _check_segmentation({"segmentation": seg}, image, "annotation 1", "fuzz.json")
+        except DatasetError:
+            continue
+        passed += 1
+        assert _decode([_to_rle({"segmentation": seg}, image)], 40, 60).shape == (1, 40, 60)
+    assert passed > 20
+
+
+def test_bbox_and_area_must_be_finite_numbers(tmp_path):
+    for bbox in ([1, 2, 3], [1, 2, 3, "4"], [1, 2, 3, float("inf")], [1, 2, 3, 10 ** 400], "1 2 3 4"):
+        data = small_dataset()
+        data["annotations"][0]["bbox"] = bbox
+        expect_error(tmp_path, data, r"annotation 1: bbox must be \[x, y, width, height\]")
+    data = small_dataset()
+    data["annotations"][0]["area"] = float("nan")
+    expect_error(tmp_path, data, "annotation 1: area must be a finite number")
+
+
+def test_image_sides_beyond_65535_are_refused(tmp_path):
+    data = small_dataset()
+    data["images"][0]["width"] = 70000
+    expect_error(tmp_path, data, "image 10 has height 40 and width 70000, expected ints in 1..65535")
+
+
+# --------------------------------------------------------------------------- orientation, fast path
+def test_exif_orientation_sets_the_size_and_a_mismatch_says_why(tmp_path):
+    img = Image.fromarray(np.zeros((40, 60, 3), np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6                                   # stored 40 x 60, shown turned: 60 x 40
+    (tmp_path / "img").mkdir()
+    img.save(tmp_path / "img" / "a.png", exif=exif.tobytes())
+    data = small_dataset()
+    del data["images"][0]["height"], data["images"][0]["width"]
+    data["annotations"][0]["segmentation"] = [[5, 10, 25, 10, 25, 50, 5, 50]]
+    data["annotations"][1]["segmentation"] = [[30, 50, 35, 50, 35, 55]]
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps(data))
+    dataset = load_coco(ann, tmp_path / "img")
+    assert dataset.images[0]["height"] == 60 and dataset.images[0]["width"] == 40
+    image, masks, _, _ = dataset[0]
+    assert image.shape == (60, 40, 3) and masks.shape == (2, 60, 40)
+    data["images"][0].update(height=40, width=60)    # the stored size: the annotations do not fit
+    ann.write_text(json.dumps(small_dataset(images=data["images"])))
+    with pytest.raises(DatasetError, match="image is 60 x 40 .* says 40 x 60 .*EXIF orientation"):
+        load_coco(ann, tmp_path / "img")[0]
+
+
+def test_big_jpeg_with_a_size_goes_through_the_fast_path(tmp_path):
+    y, x = np.mgrid[0:600, 0:800]
+    pixels = np.stack([x % 256, y % 256, (x + y) // 8 % 256], axis=-1).astype(np.uint8)
+    data = small_dataset(images=[{"id": 10, "file_name": "a.jpg", "height": 600, "width": 800}])
+    data["annotations"][0]["segmentation"] = [[100, 50, 500, 50, 500, 450, 100, 450]]
+    data["annotations"][1]["segmentation"] = [[600, 100, 700, 100, 700, 300]]
+    ann, img = write_dataset(tmp_path, data, {"a.jpg": pixels})
+    image, masks, class_ids, _ = load_coco(ann, img, size=80)[0]
+    expected, _, _ = resize_and_pad(np.asarray(Image.open(img / "a.jpg")), np.zeros((0, 600, 800), bool), 80)
+    assert image.shape == (80, 80, 3) and np.abs(image.astype(int) - expected).mean() < 3
+    np.testing.assert_array_equal(class_ids, [2, 1])
+    np.testing.assert_array_equal(boxes_from_masks(masks[:1]), [[10, 5, 50, 45]])   # x 0.1
+    assert not masks[:, 60:].any()
+
+
+# --------------------------------------------------------------------------------------- subsets
+def two_image_dataset(tmp_path):
+    """Images 10 (a rectangle, category 7) and 20 (a triangle, category 3)."""
+    data = small_dataset()
+    data["images"].append({"id": 20, "file_name": "b.png", "height": 40, "width": 60})
+    data["annotations"][1]["image_id"] = 20
+    pixels = np.zeros((40, 60, 3), np.uint8)
+    return load_coco(*write_dataset(tmp_path, data, {"a.png": pixels, "b.png": pixels + 9}))
+
+
+def test_subset_holds_only_its_images_and_keeps_the_classes(tmp_path):
+    data = two_image_dataset(tmp_path)
+    assert data.image_ids == [10, 20]
+    sub = data.subset([1])
+    assert sub.image_ids == [20] and sorted(sub.coco.getImgIds()) == [20] and len(sub) == 1
+    assert sub.coco.getAnnIds() == [2]
+    assert sub.class_names == data.class_names == ("background", "tri", "rect")   # rect has no annotation
+    assert sub.category_ids == (3, 7) and sub.size == data.size
+    image, masks, class_ids, image_id = sub[0]
+    assert image_id == 20 and (image == 9).all()
+    np.testing.assert_array_equal(class_ids, [1])
+    np.testing.assert_array_equal(masks, data[1][1])
+    both = data.subset(np.array([1, 0]))
+    assert both.image_ids == [20, 10] and both[1][3] == 10
+
+
+def test_subset_evaluation_sees_only_its_images_and_leaves_the_parent_alone(tmp_path, exported):
+    from mrcnn_edu.evaluate import coco_evaluate, detections_to_coco
+
+    data = load_coco(*exported)
+    sub = data.subset([4, 1])
+    assert sorted(sub.coco.getImgIds()) == sorted([data.image_ids[4], data.image_ids[1]])
+    results = []
+    for image, masks, class_ids, image_id in sub:
+        results += detections_to_coco(image_id, boxes_from_masks(masks), np.ones(len(masks)), class_ids, masks,
+                                      sub.category_ids)
+    metrics = coco_evaluate(sub, results)
+    assert metrics["box_AP"] == pytest.approx(1.0) and metrics["mask_AP"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="not in the ground truth"):
+        coco_evaluate(sub, detections_to_coco(data.image_ids[0], [[0, 0, 5, 5]], [1.0], [1]))
+    # pycocotools rewrote the subset's annotations in place; the parent's are untouched and still load
+    assert all(isinstance(a["segmentation"]["counts"], str) for a in data.coco.dataset["annotations"])
+    np.testing.assert_array_equal(sub[0][1], data[4][1])
+
+
+def test_subset_refuses_bad_indices(tmp_path):
+    data = two_image_dataset(tmp_path)
+    with pytest.raises(ValueError, match="indices: 2 is out of range for a data set of 2 images"):
+        data.subset([0, 2])
+    with pytest.raises(ValueError, match="more than once"):
+        data.subset([1, 1])
+    with pytest.raises(ValueError, match="1-d sequence of ints"):
+        data.subset([0.5])
