@@ -129,7 +129,7 @@ def run_ablations(out="runs/ablate", only=None, steps=None, val_images=None, see
             resume = (run_dir / "checkpoint.npz").exists() and _same_config(run_dir, config)
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "ablation.json").write_text(json.dumps(config, indent=1))
-            summary = train(run_dir, mcfg, tcfg, resume=resume, progress=progress)
+            summary = train(run_dir, mcfg, tcfg, resume=resume, progress=progress, overwrite=not resume)
             if summary.get("interrupted"):
                 raise KeyboardInterrupt(f"ablate: interrupted in {setting.name}; run it again to continue")
         else:

@@ -10,17 +10,25 @@
     lessons        start: copy the exercise stubs into your working copies; check [NN]: grade them
     book           execute the notebooks and render the course as static HTML (build/book/)
     ablate         the paper's Table 2 ablations on shapes: train each setting, print one table
+    anchors        how well the model's anchors fit a COCO data set's objects, and better sizes
+    browse         draw a COCO data set's images with their masks, boxes and classes
 
-A bad file or argument ends with one line that says what is wrong (exit status 2), not a traceback.
+``--backend`` goes before or after the command. Every failure ends with one line that names the flag or
+file and says what is wrong, not a traceback: exit status 2 for a flag the command cannot use, 1 for
+anything else (a bad file, a run that diverged, a batch that does not fit in memory).
 """
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
+import warnings
 from pathlib import Path
 
-from . import ablate, backend
+# a bad MRCNN_EDU_BACKEND warns when the library is imported; the command line says it in its one line instead
+warnings.filterwarnings("ignore", message="MRCNN_EDU_BACKEND")
+from . import ablate, backend, explore  # noqa: E402
 from .book import add_book_parser, run_book
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -152,109 +160,313 @@ def demo(out="runs/demo"):
     return ok
 
 
-def _coco_data(args, size):
-    from .data.coco import load_coco
+class UsageError(ValueError):
+    """A flag with a value the command cannot use (exit status 2, as argparse's own errors)."""
+
+
+def _positive_int(args, name, low=1):
+    value = getattr(args, name, None)
+    if value is not None and value < low:
+        raise UsageError(f"--{name.replace('_', '-')}: expected an int >= {low}, got {value}")
+
+
+def _positive_float(value, flag, upper=math.inf):
+    if value is not None and not (0 < value < upper and math.isfinite(value)):
+        bound = "a finite number > 0" if upper == math.inf else f"a number in (0, {upper})"
+        raise UsageError(f"{flag}: expected {bound}, got {value}")
+
+
+def _check_train_flags(args):
+    """Every value flag of ``train`` checked before anything is read or written (one line naming the flag)."""
+    for name in ("steps", "batch_size", "eval_every", "val_images", "checkpoint_every", "mask_mlp_hidden"):
+        _positive_int(args, name)
+    _positive_int(args, "seed", 0)
+    _positive_float(args.lr, "--lr")
+    _positive_float(args.box_loss_weight, "--box-loss-weight")
+    if args.val_fraction is not None and not 0 <= args.val_fraction < 1:
+        raise UsageError(f"--val-fraction: expected a number in [0, 1), got {args.val_fraction}")
+    for flag, values in (("--anchor-sizes", args.anchor_sizes), ("--anchor-ratios", args.anchor_ratios)):
+        for v in values or ():
+            _positive_float(v, flag)
+    if args.scale_jitter is not None:
+        lo, hi = args.scale_jitter
+        if not (0 < lo <= hi and math.isfinite(hi)):
+            raise UsageError(f"--scale-jitter: expected LO HI with 0 < LO <= HI, got {lo} {hi}")
+    if args.image_size is not None:
+        stride = args.backbone_stride or 16
+        if args.image_size < 2 * stride or args.image_size % stride:
+            raise UsageError(f"--image-size: expected a multiple of the backbone's stride {stride} of at least "
+                             f"{2 * stride}, got {args.image_size}")
+    if args.out == "":
+        raise UsageError("--out: empty; give the run a folder of its own, e.g. runs/mine")
     if bool(args.coco_gt) != bool(args.images):
-        raise ValueError("--coco-gt and --images go together: the annotations JSON and its image folder")
-    return load_coco(args.coco_gt, args.images, size=size) if args.coco_gt else None
+        raise UsageError("--coco-gt and --images go together: the annotations JSON and its image folder")
+    if bool(args.val_coco_gt) != bool(args.val_images_dir):
+        raise UsageError("--val-coco-gt and --val-images-dir go together: the validation set's JSON and folder")
+    if args.val_coco_gt and not args.coco_gt:
+        raise UsageError("--val-coco-gt: a separate validation set goes with own data (--coco-gt, --images)")
+    if args.val_coco_gt and args.val_fraction is not None:
+        raise UsageError("--val-fraction: not with --val-coco-gt (the validation set is given, nothing is held out)")
+    if args.coco_gt and args.val_images is not None:
+        raise UsageError("--val-images: sizes the shapes validation split; with --coco-gt the validation set is "
+                         "--val-coco-gt or the --val-fraction held out")
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite: choose one (continue the run, or replace it)")
+
+
+# flags of ``train`` and the config fields they set: (flag, "train" or "model", field)
+TRAIN_FLAGS = [(f"--{n.replace('_', '-')}", "train", n) for n in
+               ("steps", "batch_size", "lr", "seed", "eval_every", "val_images", "val_fraction", "scale_jitter",
+                "checkpoint_every")] + [("--flip", "train", "flip")]
+MODEL_FLAGS = [(f"--{n.replace('_', '-')}", "model", n) for n in
+               ("roi_op", "mask_loss", "mask_head", "mask_mlp_hidden", "box_loss", "box_loss_weight",
+                "backbone_stride", "image_size", "anchor_sizes", "anchor_ratios")]
+SAFE_ON_RESUME = {"steps", "eval_every", "checkpoint_every", "val_images"}
+
+
+def _given(args):
+    """``{(kind, field): value}`` of the settings the command line states."""
+    given = {(kind, field): getattr(args, field) for _, kind, field in TRAIN_FLAGS + MODEL_FLAGS
+             if getattr(args, field) is not None}
+    for key in (("train", "scale_jitter"), ("model", "anchor_sizes"), ("model", "anchor_ratios")):
+        if key in given:
+            given[key] = tuple(given[key])
+    if args.no_fpn:
+        given[("model", "fpn")] = False
+    return given
+
+
+def _data_spec(args):
+    """The data source the command line names (paths made absolute, so a resumed run finds them again)."""
+    if not args.coco_gt:
+        return {"kind": "shapes"}
+    spec = {"kind": "coco", "coco_gt": str(Path(args.coco_gt).resolve()), "images": str(Path(args.images).resolve())}
+    if args.val_coco_gt:
+        spec.update(val_coco_gt=str(Path(args.val_coco_gt).resolve()),
+                    val_images_dir=str(Path(args.val_images_dir).resolve()))
+    else:
+        spec["held_out"] = None
+    return spec
+
+
+def _new_run(args):
+    """Model and training settings of a new run: the defaults, the command line's flags over them."""
+    from .model import ModelConfig
+    from .train import TrainConfig
+
+    mcfg, tcfg, spec = ModelConfig(), TrainConfig(), _data_spec(args)
+    own_data = spec["kind"] == "coco"
+    tcfg.flip = own_data  # own photos gain from mirrored copies; shapes are symmetric, so flips add nothing
+    for (kind, field), value in _given(args).items():
+        setattr(tcfg if kind == "train" else mcfg, field, value)
+    if mcfg.backbone_stride == 32:
+        mcfg.fpn = False
+    if own_data and args.image_size and not args.anchor_sizes:
+        # objects of own data grow with the image they are resized to; the shapes' do not
+        mcfg.anchor_sizes = tuple(round(s * mcfg.image_size / 128, 1) for s in mcfg.anchor_sizes)
+        print(f"anchors: {', '.join(f'{s:g}' for s in mcfg.anchor_sizes)} px (the default 40, 56, 72 scaled to "
+              f"--image-size {mcfg.image_size}; `mrcnn-edu anchors` checks them against your objects)")
+    return mcfg, tcfg, spec
+
+
+def _resumed_run(args, out):
+    """The saved run's settings, with the command line's flags applied where that is safe; a flag that
+    would change what the run is (its model, data, learning rate, batch, seed, augmentation) is refused."""
+    from .model import ModelConfig
+    from .train import TrainConfig, _saved_run
+
+    saved = _saved_run(Path(out) / "checkpoint.npz")
+    mcfg, tcfg = ModelConfig.from_dict(saved["model"]), TrainConfig.from_dict(saved["train"])
+    spec = saved.get("data", {"kind": "shapes"})
+    new = _data_spec(args)
+    if args.coco_gt and (spec["kind"] != "coco" or new["coco_gt"] != spec["coco_gt"] or
+                         new["images"] != spec["images"]):
+        trained_on = "shapes" if spec["kind"] == "shapes" else f"{spec['coco_gt']} ({spec['images']})"
+        raise UsageError(f"--coco-gt: the run in {out} trains on {trained_on}; resume it without --coco-gt, or "
+                         "start a new run (another --out, or --overwrite)")
+    if args.val_coco_gt and new.get("val_coco_gt") != spec.get("val_coco_gt"):
+        raise UsageError(f"--val-coco-gt: the run in {out} validates on "
+                         f"{spec.get('val_coco_gt') or 'its held-out images'}; it cannot change on resume")
+    for (kind, field), value in _given(args).items():
+        cfg = tcfg if kind == "train" else mcfg
+        if getattr(cfg, field) == value:
+            continue
+        flag = "--no-fpn" if field == "fpn" else f"--{field.replace('_', '-')}"
+        if field not in SAFE_ON_RESUME:
+            raise UsageError(f"{flag}: the run in {out} has {getattr(cfg, field)!r}, and a resumed run keeps its "
+                             f"{'model' if kind == 'model' else 'settings'}; resume without {flag}, or start a "
+                             "new run (another --out, or --overwrite)")
+        if field == "steps":
+            _say_new_schedule(tcfg, value, out)
+        setattr(cfg, field, value)
+    return mcfg, tcfg, spec
+
+
+def _say_new_schedule(tcfg, steps, out):
+    from .checkpoint import load_checkpoint
+    from .optim import WarmupCosineLR
+    at = load_checkpoint(Path(out) / "checkpoint.npz")["step"]
+    if steps < at:
+        raise UsageError(f"--steps: the run in {out} is at step {at} already; give --steps {at} or more")
+    old = WarmupCosineLR(tcfg.lr, tcfg.steps, tcfg.warmup_steps, min_lr=tcfg.min_lr)(at)
+    new = WarmupCosineLR(tcfg.lr, steps, tcfg.warmup_steps, min_lr=tcfg.min_lr)(at)
+    print(f"--steps {steps}: the run goes on from step {at} to {steps} (it was to end at {tcfg.steps}); the "
+          f"learning rate follows the cosine of a {steps}-step run from here, {old:.2e} -> {new:.2e} at step {at}")
 
 
 def cmd_train(args):
-    from .model import ModelConfig
-    from .train import TrainConfig, train
+    from .train import check_memory, open_data, train
 
-    tcfg = TrainConfig()
-    for name in ("steps", "batch_size", "lr", "seed", "eval_every", "val_images"):
-        if getattr(args, name) is not None:
-            setattr(tcfg, name, getattr(args, name))
-    mcfg = ModelConfig()
-    for name in ("roi_op", "mask_loss", "mask_head", "mask_mlp_hidden", "box_loss", "box_loss_weight",
-                 "backbone_stride"):
-        if getattr(args, name) is not None:
-            setattr(mcfg, name, getattr(args, name))
-    if args.no_fpn or mcfg.backbone_stride == 32:
-        mcfg.fpn = False
-    data = _coco_data(args, mcfg.image_size)
-    if data is not None:
+    _check_train_flags(args)
+    out = Path(args.out)
+    mcfg, tcfg, spec = _resumed_run(args, out) if args.resume else _new_run(args)
+    check_memory(mcfg, tcfg.batch_size)
+    data = open_data(spec, mcfg, tcfg)
+    if not args.resume:
         mcfg.num_classes = len(data.class_names)
+    what = "shapes" if spec["kind"] == "shapes" else spec["coco_gt"]
+    if spec["kind"] == "coco":
+        val = (f"validating on {spec['val_coco_gt']}" if spec.get("val_coco_gt") else
+               f"{len(data.spec['held_out'])} images held out for validation" if data.spec["held_out"] else
+               "no validation set (--val-fraction 0)")
+        what += f" ({len(data.train_set)} training images, {val})"
+    augment = ", ".join(filter(None, ["flips" if tcfg.flip else "",
+                                      f"scale jitter {tcfg.scale_jitter}" if tcfg.scale_jitter else ""]))
+    print(f"{'resuming' if args.resume else 'training'} on {what} for {tcfg.steps} steps of {tcfg.batch_size} "
+          f"images of {mcfg.image_size} px{' with ' + augment if augment else ''} ({backend.name}); writing to "
+          f"{out}/")
     backend.keep_freed_memory()
-    print(f"training on {'shapes' if data is None else args.coco_gt} for {tcfg.steps} steps of {tcfg.batch_size} "
-          f"images ({backend.name}); writing to {args.out}/")
-    summary = train(args.out, mcfg, tcfg, resume=args.resume, data=data)
+    summary = train(out, mcfg, tcfg, resume=args.resume, data=data, overwrite=args.overwrite)
     if summary.get("interrupted"):
         return 130
     from .evaluate import format_table
-    print(format_table(summary["metrics"]))
+    if summary["metrics"] is not None:
+        print(format_table(summary["metrics"]))
     print(f"{summary['step']} steps in {summary['train_seconds']:.0f} s ({summary['seconds_per_step']:.3f} s/step, "
-          f"peak memory {summary['peak_memory_mb']} MiB); model: {Path(args.out) / 'model.npz'}")
+          f"peak memory {summary['peak_memory_mb']} MiB); model: {out / 'model.npz'}")
+    if (out / "val.json").exists():
+        print(f"the held-out images are in {out / 'val.json'}: `mrcnn-edu evaluate --checkpoint "
+              f"{out / 'model.npz'} --coco-gt {out / 'val.json'} --images {args.images or spec['images']}` "
+              "scores them again")
     return 0
 
 
-def _detections_of(model, dataset_or_samples, batch_size=16):
-    from .train import predict_in_batches
-    return predict_in_batches(model, [s[0] for s in dataset_or_samples], batch_size)
+def _label_map(model_names, data_names, where):
+    """The data set's class of each of the model's classes, when the two name the same classes (perhaps in
+    another order); refused when they differ."""
+    import numpy as np
+    model_names, data_names = list(model_names), list(data_names)
+    if model_names[1:] == data_names[1:]:
+        return None
+    if sorted(model_names[1:]) != sorted(data_names[1:]):
+        raise ValueError(f"{where}: its classes {data_names[1:]} differ from the model's {model_names[1:]}; "
+                         "evaluate a model on data of the classes it was trained on")
+    print(f"note: {where} lists the model's classes in another order; detections are mapped by class name")
+    return np.array([0] + [data_names.index(n) for n in model_names[1:]])
 
 
 def cmd_evaluate(args):
     import json
 
-    from .data.coco import undo_resize_and_pad
-    from .data.shapes import validation_set
-    from .evaluate import coco_evaluate, detections_to_coco, format_table, shapes_ground_truth, write_results
-    from .train import load_model
+    from .data.coco import load_coco
+    from .data.shapes import CLASS_NAMES
+    from .evaluate import evaluate_coco, format_table, write_results
+    from .train import ShapesData, load_model
 
-    model, _ = load_model(args.checkpoint)
+    _positive_int(args, "val_images")
+    _positive_int(args, "seed", 0)
+    if bool(args.coco_gt) != bool(args.images):
+        raise UsageError("--coco-gt and --images go together: the annotations JSON and its image folder")
+    model, class_names = load_model(args.checkpoint)
     size = model.config.image_size
-    data = _coco_data(args, size)
-    results = []
-    if data is None:
-        samples = validation_set(args.val_images, args.seed, size)
-        gt = shapes_ground_truth(samples)
-        for i, d in enumerate(_detections_of(model, samples)):
-            results += detections_to_coco(i + 1, d["boxes"], d["scores"], d["labels"], d["masks"])
-        what = f"{len(samples)} shapes validation images (seed {args.seed})"
-    else:
-        gt = data
-        for i, d in enumerate(_detections_of(model, data)):
-            info = data.image_info(i)
-            boxes, masks = undo_resize_and_pad(d["boxes"], d["masks"], info["scale"], (info["height"], info["width"]))
-            results += detections_to_coco(info["id"], boxes, d["scores"], d["labels"], masks, data.category_ids)
+    if args.coco_gt:
+        data = load_coco(args.coco_gt, args.images, size=size)
+        label_map = _label_map(class_names, data.class_names, args.coco_gt)
+        metrics, results, _ = evaluate_coco(model, data, label_map=label_map)
         what = f"{len(data)} images of {args.coco_gt}"
-    metrics = coco_evaluate(gt, results)
+    else:
+        if list(class_names)[1:] != list(CLASS_NAMES)[1:]:
+            raise ValueError(f"--checkpoint {args.checkpoint}: the model knows {list(class_names)[1:]}, not the "
+                             "shapes; give the data set it was trained for with --coco-gt and --images")
+        from .evaluate import coco_evaluate, detections_to_coco
+        from .train import predict_in_batches
+        shapes = ShapesData(args.seed, size, args.val_images)
+        results = []
+        for i, d in enumerate(predict_in_batches(model, [s[0] for s in shapes.validation])):
+            results += detections_to_coco(i + 1, d["boxes"], d["scores"], d["labels"], d["masks"])
+        metrics = {k: v for k, v in coco_evaluate(shapes.coco_gt, results).items() if not k.endswith("_stats")}
+        what = f"{args.val_images} shapes validation images (seed {args.seed})"
     print(f"COCO metric on {what}:")
     print(format_table(metrics))
     if args.results:
         write_results(args.results, results)
         print(f"wrote {len(results)} detections to {args.results}")
     if args.json:
-        print(json.dumps({k: v for k, v in metrics.items() if not k.endswith("_stats")}))
+        print(json.dumps(metrics))
     return 0
+
+
+def _output_names(paths):
+    """A PNG name for each input, never the same twice: the file's stem, and its folder's name where two
+    inputs share a stem (``a/img.png``, ``b/img.png`` -> ``a_img``, ``b_img``), numbered if still equal."""
+    stems = [Path(p).stem for p in paths]
+    names, used = [], set()
+    for path, stem in zip(paths, stems):
+        name = stem if stems.count(stem) == 1 else f"{Path(path).resolve().parent.name}_{stem}"
+        base, k = name, 2
+        while name in used:
+            name, k = f"{base}_{k}", k + 1
+        used.add(name)
+        names.append(name + "_instances.png")
+    return names
+
+
+def _instances_figure(path, on_square, scale, original, class_names, score_min, most=1024):
+    """The detections drawn on the image, shown at most ``most`` pixels on its longer side (a 12 MP photo's
+    full-size masks would take matplotlib long to draw and make a PNG nobody views at that size)."""
+    import matplotlib.pyplot as plt
+
+    from .data.coco import detections_to_original, read_image_resized
+    from .visualize import draw_instances
+
+    side = min(max(original), most)
+    shown, shown_scale, _ = read_image_resized(path, side)
+    height, width = (max(1, round(v * shown_scale)) for v in original)
+    d = detections_to_original(dict(on_square), scale / shown_scale, (height, width))
+    fig, ax = plt.subplots(figsize=(6, 6 * height / width))
+    draw_instances(ax, shown[:height, :width], d, class_names, score_min=score_min)
+    return fig
 
 
 def cmd_predict(args):
     import json
 
-    from .data.coco import read_image, resize_and_pad, undo_resize_and_pad
+    from .data.coco import DatasetError, detections_to_original, read_image_resized
     from .evaluate import detections_to_coco
     from .train import load_model
-    from .visualize import draw_instances, save
+    from .visualize import save
 
-    import matplotlib.pyplot as plt
-    import numpy as np
-
+    if not 0 <= args.score_threshold <= 1:  # NaN fails too
+        raise UsageError(f"--score-threshold: expected a number in [0, 1], got {args.score_threshold}")
+    out = Path(args.out)
+    if (out / "detections.json").exists() and not args.overwrite:
+        raise UsageError(f"--out {out}: holds the detections of an earlier predict; give another --out, or "
+                         "--overwrite to replace them")
     model, class_names = load_model(args.checkpoint)
     size = model.config.image_size
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for i, path in enumerate(args.images):
-        image = read_image(path)
-        square, _, scale = resize_and_pad(image, np.zeros((0,) + image.shape[:2], bool), size)
-        d = {k: backend.to_host(v) for k, v in model.predict(square[None])[0].items()}
-        d["boxes"], d["masks"] = undo_resize_and_pad(d["boxes"], d["masks"], scale, image.shape[:2])
-        fig, ax = plt.subplots(figsize=(6, 6 * image.shape[0] / image.shape[1]))
-        draw_instances(ax, image, d, class_names, score_min=args.score_threshold)
-        png = save(fig, out / (Path(path).stem + "_instances.png"))
+    results, failed = [], []
+    for i, (path, name) in enumerate(zip(args.images, _output_names(args.images))):
+        try:
+            square, scale, original = read_image_resized(path, size)
+        except DatasetError as err:
+            print(f"{err}: skipped", file=sys.stderr)
+            failed.append(path)
+            continue
+        on_square = {k: backend.to_host(v) for k, v in model.predict(square[None])[0].items()}
+        d = detections_to_original(dict(on_square), scale, original)
+        fig = _instances_figure(path, on_square, scale, original, class_names, args.score_threshold)
+        png = save(fig, out / name)
         keep = d["scores"] >= args.score_threshold
         for r in detections_to_coco(i + 1, d["boxes"][keep], d["scores"][keep], d["labels"][keep], d["masks"][keep]):
             r["file_name"] = str(path)
@@ -262,12 +474,21 @@ def cmd_predict(args):
             results.append(r)
         print(f"{path}: {int(keep.sum())} instances -> {png}")
     (out / "detections.json").write_text(json.dumps(results))
-    print(f"wrote {len(results)} detections (COCO results format, RLE masks) to {out / 'detections.json'}")
+    print(f"wrote {len(results)} detections of {len(args.images) - len(failed)} images (COCO results format, RLE "
+          f"masks) to {out / 'detections.json'}")
+    if failed:
+        print(f"mrcnn-edu predict: {len(failed)} of {len(args.images)} files could not be read: "
+              f"{', '.join(map(str, failed[:3]))}{' ...' if len(failed) > 3 else ''}", file=sys.stderr)
+        return 1
     return 0
 
 
 def cmd_export_shapes(args):
     from .data.coco import export_shapes
+    _positive_int(args, "n")
+    _positive_int(args, "seed", 0)
+    if args.out == "":
+        raise UsageError("--out: empty; name a folder for images/ and annotations.json")
     ann, images = export_shapes(args.out, args.n, args.seed)
     print(f"wrote {args.n} shapes images to {images}/ and their annotations to {ann}")
     return 0
@@ -282,25 +503,45 @@ def cmd_lessons(args):
     return 0 if result["passed"] == result["total"] else 1
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(prog="mrcnn-edu", description="Mask R-CNN from first principles.")
-    parser.add_argument("--backend", choices=backend.BACKENDS, default=None,
+def _backend_flag():
+    """``--backend``, accepted before the subcommand and after it (``mrcnn-edu train --backend cupy``)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--backend", choices=backend.BACKENDS, default=argparse.SUPPRESS,
                         help="array backend (default: $MRCNN_EDU_BACKEND or numpy)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="print and draw the lecture's stages")
-    p.add_argument("--out", default="runs/demo", help="folder for the figures (default: runs/demo)")
+    return parent
 
-    p = sub.add_parser("train", help="train Mask R-CNN (default: the shapes model), then evaluate it")
+
+def _add_train_parser(sub, parents):
+    p = sub.add_parser("train", parents=parents,
+                       help="train Mask R-CNN (default: the shapes model), then evaluate it")
     p.add_argument("--out", default="runs/shapes", help="run folder (default: runs/shapes)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--steps", type=int, help="training steps (default 4400)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run that --out holds")
+    p.add_argument("--steps", type=int, help="training steps (default 4400; on --resume, more extends the run)")
     p.add_argument("--batch-size", type=int, help="images a step (default 4)")
     p.add_argument("--lr", type=float, help="peak learning rate of AdamW (default 2e-3)")
     p.add_argument("--seed", type=int, help="seed of the data stream, initialization and sampling (default 0)")
     p.add_argument("--eval-every", type=int, help="steps between validation AP (default 1000)")
-    p.add_argument("--val-images", type=int, help="validation images (default 200)")
-    p.add_argument("--coco-gt", help="train on a COCO-format data set: its annotations JSON ...")
-    p.add_argument("--images", help="... and its image folder")
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 250)")
+    p.add_argument("--val-images", type=int, help="shapes validation images (default 200)")
+    g = p.add_argument_group("your own data (COCO format: polygon or RLE masks)")
+    g.add_argument("--coco-gt", help="train on a COCO-format data set: its annotations JSON ...")
+    g.add_argument("--images", help="... and its image folder")
+    g.add_argument("--val-coco-gt", help="a separate validation set: its annotations JSON ...")
+    g.add_argument("--val-images-dir", help="... and its image folder")
+    g.add_argument("--val-fraction", type=float,
+                   help="without --val-coco-gt: the share of --coco-gt's images held out for validation, drawn "
+                        "by --seed (default 0.1; 0: none)")
+    g.add_argument("--image-size", type=int,
+                   help="the longer side images are resized to, then padded square (default 128; a multiple of "
+                        "16); own data's default anchors scale with it")
+    g.add_argument("--anchor-sizes", type=float, nargs="+", metavar="PX",
+                   help="anchor sides in pixels of the resized image (default 40 56 72; see `mrcnn-edu anchors`)")
+    g.add_argument("--anchor-ratios", type=float, nargs="+", metavar="H/W", help="anchor aspect ratios (default 1)")
+    g.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="random horizontal flips (default: on for own data, off for shapes)")
+    g.add_argument("--scale-jitter", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="scale each training image's content by a random factor in [LO, HI] (default: off)")
     g = p.add_argument_group("model variants (the paper's ablations; see `mrcnn-edu ablate`)")
     g.add_argument("--roi-op", choices=["align", "pool"], help="RoIAlign (default) or RoIPool")
     g.add_argument("--mask-loss", choices=["sigmoid", "softmax"], help="per-class sigmoid (default) or per-pixel softmax")
@@ -312,7 +553,18 @@ def build_parser():
                    help="16: heads on C4 (default); 32: one more stage, C5, without FPN")
     g.add_argument("--no-fpn", action="store_true", help="both heads read the backbone's top map, no pyramid")
 
-    p = sub.add_parser("evaluate", help="COCO AP of a model")
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="mrcnn-edu", description="Mask R-CNN from first principles.",
+                                     parents=[_backend_flag()])
+    parents = [_backend_flag()]
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", parents=parents, help="print and draw the lecture's stages")
+    p.add_argument("--out", default="runs/demo", help="folder for the figures (default: runs/demo)")
+
+    _add_train_parser(sub, parents)
+
+    p = sub.add_parser("evaluate", parents=parents, help="COCO AP of a model")
     p.add_argument("--checkpoint", required=True, help="model.npz (or checkpoint.npz) from train")
     p.add_argument("--coco-gt", help="a COCO-format annotations JSON (default: the shapes validation split)")
     p.add_argument("--images", help="the image folder of --coco-gt")
@@ -321,20 +573,24 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0, help="seed of the shapes validation split (default 0)")
     p.add_argument("--json", action="store_true", help="also print the metrics as one JSON line")
 
-    p = sub.add_parser("predict", help="draw the instances the model finds in your images")
+    p = sub.add_parser("predict", parents=parents, help="draw the instances the model finds in your images")
     p.add_argument("--checkpoint", required=True, help="model.npz from train")
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     p.add_argument("--out", default="runs/predict", help="folder for the PNGs and detections.json")
+    p.add_argument("--overwrite", action="store_true", help="replace the detections an earlier predict wrote to --out")
     p.add_argument("--score-threshold", type=float, default=0.5, help="draw and write detections above this")
 
-    p = sub.add_parser("lessons", help="graded exercises: start (make your working copies), check [NN] (grade them)")
+    p = sub.add_parser("lessons", parents=parents,
+                       help="graded exercises: start (make your working copies), check [NN] (grade them)")
     p.add_argument("action", choices=["start", "check"])
     p.add_argument("stage", nargs="?", default=None, help="one lesson, e.g. 01 (default: all)")
 
-    add_book_parser(sub)
-    ablate.add_parser(sub)
+    for p in (add_book_parser(sub), ablate.add_parser(sub)):
+        p.add_argument("--backend", choices=backend.BACKENDS, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    for p in explore.add_parsers(sub):
+        p.add_argument("--backend", choices=backend.BACKENDS, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
-    p = sub.add_parser("export-shapes", help="write shapes images and COCO annotations")
+    p = sub.add_parser("export-shapes", parents=parents, help="write shapes images and COCO annotations")
     p.add_argument("--n", type=int, required=True, help="number of images")
     p.add_argument("--seed", type=int, default=0, help="seed (the validation split of this seed)")
     p.add_argument("--out", required=True, help="output folder (images/ and annotations.json)")
@@ -343,26 +599,46 @@ def build_parser():
 
 COMMANDS = {"demo": lambda a: 0 if demo(a.out) else 1, "train": cmd_train, "evaluate": cmd_evaluate,
             "predict": cmd_predict, "export-shapes": cmd_export_shapes, "lessons": cmd_lessons,
-            "book": lambda a: run_book(a), "ablate": lambda a: (backend.keep_freed_memory(), ablate.cmd_ablate(a))[1]}
+            "book": lambda a: run_book(a), "ablate": lambda a: (backend.keep_freed_memory(), ablate.cmd_ablate(a))[1],
+            "anchors": lambda a: _flags_first(explore.cmd_anchors, a),
+            "browse": lambda a: _flags_first(explore.cmd_browse, a)}
+
+
+def _flags_first(command, args):
+    """``explore``'s commands check their flags before they read anything, and name the flag first: those
+    errors are usage errors (exit 2)."""
+    try:
+        return command(args)
+    except ValueError as err:
+        if str(err).startswith("--"):
+            raise UsageError(str(err)) from None
+        raise
 
 
 def main(argv=None):
     import matplotlib
     matplotlib.use("Agg")  # the command line writes files and never opens a window (headless machines too)
+    from .checkpoint import CheckpointError
+    from .train import TrainingDiverged
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.backend:
-        try:
-            backend.use(args.backend)
-        except RuntimeError as err:
-            parser.exit(2, f"mrcnn-edu: {err}\n")
+    name = f"mrcnn-edu {args.command}"
+    try:
+        if getattr(args, "backend", None):
+            backend.use(args.backend)    # a valid --backend wins over a bad MRCNN_EDU_BACKEND
+        backend.check_env()
+    except (ValueError, RuntimeError) as err:
+        parser.exit(2, f"{name}: {err}\n")
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, OSError) as err:
-        # DatasetError and CheckpointError are ValueErrors: a bad file gives a message, not a traceback
-        parser.exit(2, f"mrcnn-edu {args.command}: {err}\n")
+    except UsageError as err:
+        parser.exit(2, f"{name}: {err}\n")
+    except (ValueError, OSError, MemoryError, TrainingDiverged, CheckpointError) as err:
+        # DatasetError, CheckpointError, RunExistsError are ValueErrors: a bad file gives a message, not a traceback
+        parser.exit(1, f"{name}: {err}\n")
     except KeyboardInterrupt as err:  # Ctrl-C: what was interrupted says how to go on, without a traceback
-        print(f"mrcnn-edu {args.command}: {err or 'interrupted'}", file=sys.stderr)
+        print(f"{name}: {str(err) or 'interrupted'}", file=sys.stderr)
         return 130
 
 

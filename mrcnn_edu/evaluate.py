@@ -35,7 +35,8 @@ from ._validate import as_float_array, check_boxes, check_finite, check_ndim, ch
 from .data.coco import coco_from_dict, encode_masks, samples_to_coco
 
 __all__ = ["STAT_NAMES", "IOU_TYPES", "detections_to_coco", "write_results", "shapes_ground_truth",
-           "coco_evaluate", "format_table", "IOU_THRESHOLDS", "RECALL_THRESHOLDS", "COCO_MAX_IOU", "mask_iou",
+           "coco_evaluate", "format_table", "predict_in_batches", "evaluate_coco", "IOU_THRESHOLDS",
+           "RECALL_THRESHOLDS", "COCO_MAX_IOU", "mask_iou",
            "match_detections", "greedy_match", "precision_recall", "average_precision", "ap_at_thresholds"]
 
 # The 12 numbers of COCOeval.stats, in order (s/m/l: small, medium, large objects; ARn: recall at n dets).
@@ -169,6 +170,39 @@ def coco_evaluate(coco_gt, detections, verbose=False, iou_types=("bbox", "segm")
             metrics.update({f"{prefix}_{name}": stats[i] for i, name in enumerate(STAT_NAMES[:3])})
             metrics[f"{prefix}_stats"] = stats
     return metrics
+
+
+def predict_in_batches(model, images, batch_size=16):
+    """``model.predict`` over a list/array of images, ``batch_size`` at a time, results moved to the host."""
+    out = []
+    for i in range(0, len(images), batch_size):
+        for d in model.predict(np.stack(images[i:i + batch_size])):
+            out.append({k: backend.to_host(v) for k, v in d.items()})
+    return out
+
+
+def evaluate_coco(model, dataset, batch_size=16, label_map=None):
+    """COCO AP of a model on a COCO data set, at the images' original sizes: what ``mrcnn-edu evaluate``
+    prints, and what ``train`` prints for its validation set (one function, so the two agree to the digit).
+
+    dataset   : a ``data.coco.CocoDataset`` loaded with ``size=model.config.image_size``
+    label_map : None, or an int array: the data set's class of each of the model's classes
+    Returns ``(metrics, results, detections)``: the metrics dict, the COCO results (original sizes, the
+    data set's category ids) and each image's detections on its resized, padded image. Detections that
+    lie in the padding are dropped (``data.coco.detections_to_original``).
+    """
+    from .data.coco import detections_to_original
+    images = [dataset[i][0] for i in range(len(dataset))]
+    detections = predict_in_batches(model, images, batch_size)
+    results = []
+    for i, d in enumerate(detections):
+        info = dataset.image_info(i)
+        d = detections_to_original(d, info["scale"], (info["height"], info["width"]))
+        labels = d["labels"] if label_map is None else np.asarray(label_map)[d["labels"]]
+        results += detections_to_coco(info["id"], d["boxes"], d["scores"], labels, d["masks"],
+                                      dataset.category_ids)
+    metrics = coco_evaluate(dataset.coco, results)
+    return {k: v for k, v in metrics.items() if not k.endswith("_stats")}, results, detections
 
 
 def format_table(metrics):

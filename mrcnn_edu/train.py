@@ -4,20 +4,26 @@
 ``out_dir``:
 
 * ``model.npz``       final weights and config (what ``evaluate`` and ``predict`` take)
-* ``checkpoint.npz``  the resumable state: weights, optimizer, step, config (written atomically every
-  ``checkpoint_every`` steps, on Ctrl-C, and at the end)
+* ``checkpoint.npz``  the resumable state: weights, optimizer, step, config, the data source and the wall time
+  so far (written atomically every ``checkpoint_every`` steps, on Ctrl-C, and at the end)
 * ``metrics.jsonl``   one JSON line per logged step (losses, learning rate, images/s) and per evaluation (AP)
 * ``curves.png``      loss parts and validation AP against steps
 * ``predictions.png`` a grid of validation images with the model's instances
+* ``summary.json``    the final metrics, the times, and which images were held out for validation
+* ``val.json``        (own data split by ``val_fraction``) the held-out images' annotations, so that
+  ``mrcnn-edu evaluate --coco-gt <run>/val.json --images DIR`` prints the same AP as training did
 
-The batch of step ``s`` and the sampler's random numbers are functions of ``(seed, s)`` alone, so a run that
-is stopped and resumed ends exactly where an uninterrupted run ends. A loss that turns NaN or inf stops the
-run with a message and leaves the last good checkpoint in place.
+The batch of step ``s``, its augmentation and the samplers' random numbers are functions of ``(seed, s)``
+alone, so a run that is stopped (Ctrl-C, or killed outright) and resumed ends exactly where an uninterrupted
+run ends. A loss or gradient that turns NaN or inf stops the run with a message and leaves the last good
+checkpoint in place. A folder that holds a run is never trained into again unless ``resume`` (continue it)
+or ``overwrite`` (replace it) says so.
 """
 from __future__ import annotations
 
 import json
 import math
+import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,15 +33,22 @@ from tqdm.auto import tqdm
 
 from . import backend
 from .checkpoint import load_checkpoint, save_checkpoint
+from .evaluate import evaluate_coco, predict_in_batches
 from .model import MaskRCNN, ModelConfig
 from .optim import AdamW, WarmupCosineLR, clip_grad_norm
 
-__all__ = ["TrainConfig", "train", "predict_in_batches", "TrainingDiverged"]
+__all__ = ["TrainConfig", "train", "predict_in_batches", "TrainingDiverged", "RunExistsError", "open_data",
+           "ShapesData", "CocoData", "split_held_out", "step_memory_mb", "check_memory", "load_model",
+           "RUN_FILES"]
+
+# what a run writes into its folder: ``overwrite`` removes these and nothing else
+RUN_FILES = ("model.npz", "checkpoint.npz", "metrics.jsonl", "summary.json", "curves.png", "predictions.png",
+             "val.json")
 
 
 @dataclass
 class TrainConfig:
-    """The optimization settings (saved with every checkpoint)."""
+    """The optimization and data settings (saved with every checkpoint)."""
     steps: int = 4400
     batch_size: int = 4
     lr: float = 2e-3
@@ -44,18 +57,26 @@ class TrainConfig:
     min_lr: float = 2e-5
     clip_grad_norm: float = 10.0
     eval_every: int = 1000
-    val_images: int = 200
+    val_images: int = 200                     # shapes: the size of the validation split
+    val_fraction: float = 0.1                 # own data without a validation set: the share held out
+    flip: bool = False                        # augmentation: random horizontal flips
+    scale_jitter: tuple = ()                  # augmentation: () or (lo, hi), the content scaled by U(lo, hi)
     checkpoint_every: int = 250
     log_every: int = 10
     seed: int = 0
 
     @classmethod
     def from_dict(cls, d):
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()
+                      if k in cls.__dataclass_fields__})
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or inf; the last good checkpoint is kept."""
+    """The loss or the gradient became NaN or inf; the last good checkpoint is kept."""
+
+
+class RunExistsError(ValueError):
+    """The output folder holds a run, and neither ``resume`` nor ``overwrite`` was asked for."""
 
 
 def _to_targets(masks, class_ids):
@@ -65,122 +86,317 @@ def _to_targets(masks, class_ids):
             for m, c in zip(masks, class_ids)]
 
 
-def predict_in_batches(model, images, batch_size=16):
-    """``model.predict`` over a list/array of images, ``batch_size`` at a time, results moved to the host."""
-    out = []
-    for i in range(0, len(images), batch_size):
-        for d in model.predict(np.stack(images[i:i + batch_size])):
-            out.append({k: backend.to_host(v) for k, v in d.items()})
-    return out
-
-
-def _evaluate(model, val, coco_gt, batch_size=16):
-    """COCO metrics of the model on validation samples whose ground truth has image ids 1..n."""
-    from .evaluate import coco_evaluate, detections_to_coco
-    detections = predict_in_batches(model, [s[0] for s in val], batch_size)
-    results = []
-    for i, d in enumerate(detections):
-        results += detections_to_coco(i + 1, d["boxes"], d["scores"], d["labels"], d["masks"])
-    metrics = coco_evaluate(coco_gt, results)
-    return {k: v for k, v in metrics.items() if not k.endswith("_stats")}, detections
-
-
+# ------------------------------------------------------------------------------------------ the data
 class ShapesData:
     """The shapes training stream of a seed (batch of step s = samples s B .. (s + 1) B - 1) and its
     fixed validation split."""
 
     def __init__(self, seed, size, val_images):
         from .data.shapes import CLASS_NAMES, ShapesDataset, validation_set
+        from .evaluate import shapes_ground_truth
         self.stream = ShapesDataset(seed, size, "train")
         self.validation = validation_set(val_images, seed, size)
+        self.coco_gt = shapes_ground_truth(self.validation)
         self.class_names = CLASS_NAMES
+        self.spec = {"kind": "shapes"}
 
     def batch(self, step, batch_size):
         return [self.stream[i] for i in range(step * batch_size, (step + 1) * batch_size)]
 
+    def evaluate(self, model, batch_size=16):
+        """``(metrics, detections, images)`` of the model on the validation split."""
+        from .evaluate import coco_evaluate, detections_to_coco
+        images = [s[0] for s in self.validation]
+        detections = predict_in_batches(model, images, batch_size)
+        results = []
+        for i, d in enumerate(detections):
+            results += detections_to_coco(i + 1, d["boxes"], d["scores"], d["labels"], d["masks"])
+        metrics = coco_evaluate(self.coco_gt, results)
+        return {k: v for k, v in metrics.items() if not k.endswith("_stats")}, detections, images
+
+
+class _Cached:
+    """A ``CocoDataset`` whose samples are read (and resized) once, then kept in memory (S x S images are
+    small: 48 KiB at 128 px), so an epoch over a few hundred large photos decodes each only once."""
+
+    def __init__(self, dataset):
+        self.dataset, self._samples = dataset, {}
+        self.coco, self.category_ids, self.class_names = dataset.coco, dataset.category_ids, dataset.class_names
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        if index not in self._samples:
+            self._samples[index] = self.dataset[index]
+        return self._samples[index]
+
+    def image_info(self, index):
+        return self.dataset.image_info(index)
+
+
+def split_held_out(num_images, fraction, seed):
+    """Which images of a data set train and which are held out for validation.
+
+    Returns ``(train, held_out)``: sorted int arrays of positions in ``0..num_images - 1``, disjoint, together
+    all of them. ``round(fraction * num_images)`` images are held out (at least one when ``fraction > 0``,
+    and at least one image is left to train on), drawn by a generator of ``(seed, "held out")`` alone.
+    """
+    if not 0 <= fraction < 1:
+        raise ValueError(f"val_fraction: expected a number in [0, 1), got {fraction!r}")
+    count = 0 if fraction == 0 else min(max(1, round(fraction * num_images)), num_images - 1)
+    order = np.random.default_rng([seed, 0x5EED]).permutation(num_images)
+    return np.sort(order[count:]), np.sort(order[:count])
+
 
 class CocoData:
-    """A COCO-format data set (``data.coco.load_coco`` with ``size``): shuffled batches by step, and its
-    first ``val_images`` images as the validation set shown during training (``evaluate`` scores any split)."""
+    """Own data: a training set (shuffled batches by step, a new permutation every epoch from ``(seed,
+    epoch)``) and a validation set scored exactly as ``mrcnn-edu evaluate`` scores it (``evaluate_coco``:
+    at the original image sizes, through pycocotools)."""
 
-    def __init__(self, dataset, seed, val_images):
-        self.dataset, self.seed = dataset, seed
-        self.validation = [dataset[i][:3] for i in range(min(val_images, len(dataset)))]
-        self.class_names = dataset.class_names
+    def __init__(self, train_set, val_set, seed, spec):
+        self.train_set, self.val_set = _Cached(train_set), (None if val_set is None else _Cached(val_set))
+        self.seed, self.spec, self.class_names = seed, spec, train_set.class_names
 
     def batch(self, step, batch_size):
-        images, masks, class_ids = next(self.dataset.batches(batch_size, self.seed, start=step))
-        return list(zip(images, masks, class_ids))
+        n = len(self.train_set)
+        positions = np.arange(step * batch_size, (step + 1) * batch_size)
+        epochs = positions // n
+        order = {e: np.random.default_rng([self.seed, int(e)]).permutation(n) for e in np.unique(epochs)}
+        return [self.train_set[int(order[e][p])][:3] for e, p in zip(epochs, positions % n)]
+
+    def evaluate(self, model, batch_size=16):
+        if self.val_set is None:
+            return None, [], []
+        metrics, _, detections = evaluate_coco(model, self.val_set, batch_size)
+        return metrics, detections, [self.val_set[i][0] for i in range(len(self.val_set))]
 
 
+def open_data(spec, model_config, train_config):
+    """The data source a run trains on, from its description ``spec`` (saved in every checkpoint):
+
+    ``{"kind": "shapes"}``, or ``{"kind": "coco", "coco_gt": G, "images": D}`` plus either
+    ``"val_coco_gt": G2, "val_images_dir": D2`` (a separate validation set) or ``"held_out"``: the ids of
+    G's images kept for validation (None: draw ``train_config.val_fraction`` of them now, and fill them in).
+    """
+    from .data.coco import DatasetError, load_coco
+    if spec["kind"] == "shapes":
+        return ShapesData(train_config.seed, model_config.image_size, train_config.val_images)
+    size = model_config.image_size
+    full = load_coco(spec["coco_gt"], spec["images"], size=size)
+    if spec.get("val_coco_gt"):
+        val = load_coco(spec["val_coco_gt"], spec["val_images_dir"], size=size)
+        if val.class_names != full.class_names:
+            raise DatasetError(f"{spec['val_coco_gt']}: its categories {list(val.class_names[1:])} differ from "
+                               f"{spec['coco_gt']}'s {list(full.class_names[1:])}")
+        return CocoData(full, val, train_config.seed, spec)
+    ids = list(full.image_ids)
+    if spec.get("held_out") is None:
+        train_pos, val_pos = split_held_out(len(ids), train_config.val_fraction, train_config.seed)
+        spec = dict(spec, held_out=[ids[i] for i in val_pos])
+    else:
+        position = {image_id: i for i, image_id in enumerate(ids)}
+        missing = [i for i in spec["held_out"] if i not in position]
+        if missing:
+            raise DatasetError(f"{spec['coco_gt']}: the run held out images {missing[:3]} that the file no "
+                               "longer has")
+        val_pos = np.array(sorted(position[i] for i in spec["held_out"]), dtype=np.int64)
+        train_pos = np.setdiff1d(np.arange(len(ids)), val_pos)
+    val = full.subset(val_pos.tolist()) if len(val_pos) else None
+    return CocoData(full.subset(train_pos.tolist()), val, train_config.seed, spec)
+
+
+def _write_val_json(data, path):
+    """The held-out images' annotations as a COCO file (``evaluate --coco-gt`` on it = training's AP)."""
+    gt = data.val_set.coco.dataset
+    path.write_text(json.dumps({k: gt[k] for k in ("images", "annotations", "categories")}))
+
+
+# ------------------------------------------------------------------------------------------ memory
+def step_memory_mb(model_config, batch_size):
+    """About how much memory one training step needs, in MiB (host memory on NumPy).
+
+    Measured peaks of the default model (``benchmarks/RESULTS.md``, "Memory a step"): 78, 144 and 427 MiB
+    at 1, 4 and 16 images of 128 px, 261 MiB at 4 images of 256 px: about 52 MiB of fixed cost, and per image
+    14 MiB (the heads, whose RoI count does not grow with the image) plus 9.5 MiB per 128 x 128 pixels.
+    """
+    pixels = (model_config.image_size / 128) ** 2
+    return 52 + batch_size * (14 + 9.5 * pixels)
+
+
+def _free_memory_mb():
+    """Memory the machine can still give, in MiB (None where it cannot be read)."""
+    if backend.name == "cupy":
+        return backend.xp.cuda.Device().mem_info[0] / 2 ** 20
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) / 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def check_memory(model_config, batch_size):
+    """Refuse, before the first step, a batch that cannot fit in the memory there is."""
+    need, free = step_memory_mb(model_config, batch_size), _free_memory_mb()
+    if free is not None and need > free:
+        fits = max(0, int((free - 52) / (need - 52) * batch_size))
+        raise MemoryError(f"--batch-size {batch_size}: a step of {batch_size} images of {model_config.image_size} "
+                          f"px needs about {need / 1024:.1f} GiB, but only {free / 1024:.1f} GiB is free; use "
+                          f"--batch-size {fits} or less")
+
+
+# ------------------------------------------------------------------------------------------ the log
 def _log(path, record):
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
 
 
 def _read_log(path):
+    """The records of ``metrics.jsonl``; a last line cut off by a killed process is skipped."""
     if not Path(path).exists():
         return []
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
 
 
+# ------------------------------------------------------------------------------------------ the run folder
+def _prepare_folder(out, resume, overwrite):
+    """Refuse to train into a folder that holds a run (unless resumed or overwritten); remove what killed
+    runs left behind (``*.npz.*.tmp``) and, with ``overwrite``, the old run's files."""
+    if str(out) == "":
+        raise ValueError("--out: empty; give the run a folder of its own, e.g. runs/mine")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: is a file, not a folder")
+    held = [f for f in ("checkpoint.npz", "model.npz") if (out / f).exists()]
+    if held and not resume and not overwrite:
+        raise RunExistsError(f"--out {out}: holds a run already ({', '.join(held)}); continue it with --resume, "
+                             "replace it with --overwrite, or train into another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("*.npz.*.tmp"):
+        stale.unlink()
+    if overwrite and not resume:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+
+
+def _saved_run(ckpt_path):
+    """The config of the checkpoint to resume from (its settings, data source and wall time so far)."""
+    if not ckpt_path.exists():
+        raise FileNotFoundError(f"{ckpt_path}: nothing to resume (no checkpoint in {ckpt_path.parent})")
+    return load_checkpoint(ckpt_path)["config"]
+
+
+class _SaveGuard:
+    """While the checkpoint of an interrupted run is written, a second Ctrl-C says so instead of breaking
+    the write off (which would leave the run without the steps since the last checkpoint)."""
+
+    def __enter__(self):
+        def still_saving(signum, frame):
+            print("\nstill saving the checkpoint; it takes a moment", flush=True)
+        try:
+            self.previous = signal.signal(signal.SIGINT, still_saving)
+        except ValueError:   # not the main thread: signals cannot be caught here
+            self.previous = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+# ------------------------------------------------------------------------------------------ training
 def train(out_dir, model_config=None, train_config=None, resume=False, data=None, class_names=None,
-          progress=True):
+          progress=True, overwrite=False):
     """Train (or, with ``resume``, continue training) and write the run's files into ``out_dir``.
 
-    data        : None for the shapes data set, or a loaded ``data.coco.CocoDataset`` (resized to the
-                  model's ``image_size``)
-    Returns a summary dict (final metrics, wall time, seconds per step). Raises ``TrainingDiverged`` on a
-    NaN or inf loss; ``KeyboardInterrupt`` (Ctrl-C) is caught: a checkpoint is saved and the summary says
-    ``interrupted``.
+    data        : None for the shapes data set (or, resumed, whatever the run trained on), a loaded
+                  ``data.coco.CocoDataset`` (resized to the model's ``image_size``; ``val_fraction`` of it is
+                  held out), or an ``open_data`` source
+    resume      : continue the run in ``out_dir``; its model, data and settings come from the checkpoint.
+                  A ``train_config`` passed too replaces the saved one (``mrcnn-edu train --resume`` lets
+                  only the safe settings differ: more ``steps``, ``eval_every``, ``checkpoint_every``, ...)
+    overwrite   : replace a run that ``out_dir`` holds (refused otherwise)
+    Returns a summary dict (final metrics, wall time, seconds per step, held-out images). Raises
+    ``TrainingDiverged`` on a NaN or inf loss or gradient; ``KeyboardInterrupt`` (Ctrl-C) is caught: a
+    checkpoint is saved and the summary says ``interrupted``.
     """
-    from .evaluate import shapes_ground_truth
     from .visualize import predictions_figure, save, training_curves_figure
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = out / "checkpoint.npz", out / "metrics.jsonl"
-    mcfg, tcfg = model_config or ModelConfig(), train_config or TrainConfig()
-    step = 0
+    mcfg, tcfg, spec, seconds_before = model_config or ModelConfig(), train_config or TrainConfig(), None, 0.0
     if resume:
-        if not ckpt_path.exists():
-            raise FileNotFoundError(f"{ckpt_path}: nothing to resume (no checkpoint in {out})")
-        saved = load_checkpoint(ckpt_path)["config"]
-        mcfg, tcfg = ModelConfig.from_dict(saved["model"]), TrainConfig.from_dict(saved["train"])
+        saved = _saved_run(ckpt_path)
+        mcfg = ModelConfig.from_dict(saved["model"])
+        tcfg = train_config or TrainConfig.from_dict(saved["train"])
+        spec = saved.get("data", {"kind": "shapes"})
+        seconds_before = saved.get("run", {}).get("seconds", 0.0)
+    check_memory(mcfg, tcfg.batch_size)
+    _prepare_folder(out_dir, resume, overwrite)
+    if data is None:
+        source = open_data(spec or {"kind": "shapes"}, mcfg, tcfg)
+    elif hasattr(data, "batch"):
+        source = data
+    else:   # a CocoDataset: hold out val_fraction of it
+        source = CocoData(*_split_dataset(data, tcfg), tcfg.seed, {"kind": "coco", "coco_gt": str(data.ann_file),
+                                                                 "images": str(data.image_dir)})
     model = MaskRCNN(mcfg, rng=np.random.default_rng(tcfg.seed))
     opt = AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     schedule = WarmupCosineLR(tcfg.lr, tcfg.steps, tcfg.warmup_steps, min_lr=tcfg.min_lr)
-    source = (ShapesData(tcfg.seed, mcfg.image_size, tcfg.val_images) if data is None
-              else CocoData(data, tcfg.seed, tcfg.val_images))
-    val, coco_gt = source.validation, shapes_ground_truth(source.validation)
-    config = dict(model=mcfg.to_dict(), train=asdict(tcfg), class_names=list(class_names or source.class_names))
+    config = dict(model=mcfg.to_dict(), train=asdict(tcfg), class_names=list(class_names or source.class_names),
+                  data=source.spec, run=dict(seconds=seconds_before))
+    step, saved_step = 0, None
     if resume:
-        step = load_checkpoint(ckpt_path, model.parameters(), opt)["step"]
+        step = saved_step = load_checkpoint(ckpt_path, model.parameters(), opt)["step"]
         # drop log lines past the checkpoint: the resumed run writes them again
         kept = [r for r in _read_log(log_path) if r["step"] <= step]
         log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
     elif log_path.exists():
         log_path.unlink()
-
-    def checkpoint(at):
-        save_checkpoint(ckpt_path, model.parameters(), opt, step=at, config=config)
+    if getattr(source, "val_set", None) is not None and "held_out" in source.spec:
+        _write_val_json(source, out / "val.json")
 
     start_time, start_step, interrupted = time.perf_counter(), step, False
+
+    def seconds():
+        return round(seconds_before + time.perf_counter() - start_time, 1)
+
+    def checkpoint(at):
+        nonlocal saved_step
+        config["run"]["seconds"] = seconds()
+        save_checkpoint(ckpt_path, model.parameters(), opt, step=at, config=config)
+        saved_step = at
+
+    def diverged(what):
+        kept = (f"The last good checkpoint is {ckpt_path} (step {saved_step})" if saved_step is not None else
+                f"No checkpoint was written yet (the first comes at step {tcfg.checkpoint_every})")
+        return TrainingDiverged(f"step {step}: {what}; stopped. {kept}. Lower --lr or check the data "
+                                "(MRCNN_EDU_STRICT=1 checks every layer and names the first NaN)")
+
     bar = tqdm(total=tcfg.steps, initial=step, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
     try:
         while step < tcfg.steps:
-            samples = source.batch(step, tcfg.batch_size)
+            samples = _augment(source.batch(step, tcfg.batch_size), tcfg, step)
             images = np.stack([s[0] for s in samples])
             targets = _to_targets([s[1] for s in samples], [s[2] for s in samples])
             opt.lr = schedule(step)
             model.zero_grad()
-            losses = model.loss_and_backward(images, targets, np.random.default_rng([tcfg.seed, step, 1]))
+            with np.errstate(over="ignore", invalid="ignore"):   # a diverging step is caught just below
+                losses = model.loss_and_backward(images, targets, np.random.default_rng([tcfg.seed, step, 1]))
             if not all(math.isfinite(v) for v in losses.values()):
-                raise TrainingDiverged(f"step {step}: the loss is {losses['loss']} ({losses}); stopped. The last "
-                                       f"good checkpoint is {ckpt_path}; lower --lr or check the data "
-                                       "(MRCNN_EDU_STRICT=1 checks every layer and names the first NaN)")
+                raise diverged(f"the loss is {losses['loss']} ({losses})")
             grads = model.gradients()
-            grad_norm = clip_grad_norm(grads, tcfg.clip_grad_norm)
+            try:
+                grad_norm = clip_grad_norm(grads, tcfg.clip_grad_norm)
+            except FloatingPointError:
+                raise diverged("the gradient norm is not finite (the learning rate is far too high?)") from None
             opt.step(grads)
             step += 1
             bar.update(1)
@@ -189,17 +405,19 @@ def train(out_dir, model_config=None, train_config=None, resume=False, data=None
             if step % tcfg.log_every == 0 or step == tcfg.steps:
                 bar.set_postfix(loss=f"{losses['loss']:.3f}", mask=f"{losses['loss_mask']:.3f}",
                                 cls=f"{losses['loss_classifier']:.3f}", img_s=f"{rate:.1f}")
-                _log(log_path, dict(step=step, seconds=round(elapsed, 1), lr=opt.lr, grad_norm=grad_norm,
+                _log(log_path, dict(step=step, seconds=seconds(), lr=opt.lr, grad_norm=grad_norm,
                                     images_per_s=rate, **{k: round(v, 6) for k, v in losses.items()}))
             if step % tcfg.checkpoint_every == 0:
                 checkpoint(step)
             if step % tcfg.eval_every == 0 and step < tcfg.steps:
-                metrics, _ = _evaluate(model, val, coco_gt)
-                _log(log_path, dict(step=step, seconds=round(time.perf_counter() - start_time, 1), eval=metrics))
-                bar.write(f"step {step}: mask AP {metrics['mask_AP']:.3f}, box AP {metrics['box_AP']:.3f}")
+                metrics, _, _ = source.evaluate(model)
+                if metrics is not None:
+                    _log(log_path, dict(step=step, seconds=seconds(), eval=metrics))
+                    bar.write(f"step {step}: mask AP {metrics['mask_AP']:.3f}, box AP {metrics['box_AP']:.3f}")
     except KeyboardInterrupt:
         interrupted = True
-        checkpoint(step)
+        with _SaveGuard():
+            checkpoint(step)
         bar.write(f"interrupted at step {step}: checkpoint saved to {ckpt_path}; continue with --resume")
     finally:
         bar.close()
@@ -209,17 +427,43 @@ def train(out_dir, model_config=None, train_config=None, resume=False, data=None
 
     checkpoint(step)
     save_checkpoint(out / "model.npz", model.parameters(), step=step, config=config)
-    metrics, detections = _evaluate(model, val, coco_gt)
-    _log(log_path, dict(step=step, seconds=round(train_seconds, 1), eval=metrics))
-    records = _read_log(log_path)
-    save(training_curves_figure(records), out / "curves.png")
-    save(predictions_figure([s[0] for s in val[:12]], detections[:12], config["class_names"]),
-         out / "predictions.png")
-    summary = dict(step=step, train_seconds=round(train_seconds, 1),
+    metrics, detections, images = source.evaluate(model)
+    if metrics is not None:
+        _log(log_path, dict(step=step, seconds=seconds(), eval=metrics))
+    save(training_curves_figure(_read_log(log_path)), out / "curves.png")
+    if images:
+        save(predictions_figure(images[:12], detections[:12], config["class_names"]), out / "predictions.png")
+    summary = dict(step=step, train_seconds=round(seconds_before + train_seconds, 1),
                    seconds_per_step=round(train_seconds / max(step - start_step, 1), 4),
-                   peak_memory_mb=_peak_memory_mb(), metrics=metrics)
+                   peak_memory_mb=_peak_memory_mb(), metrics=metrics, validation=_validation_of(source))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _split_dataset(dataset, tcfg):
+    train_pos, val_pos = split_held_out(len(dataset), tcfg.val_fraction, tcfg.seed)
+    return dataset.subset(train_pos.tolist()), (dataset.subset(val_pos.tolist()) if len(val_pos) else None)
+
+
+def _augment(samples, tcfg, step):
+    """The batch's samples flipped and scaled as ``tcfg`` asks, by a generator of ``(seed, step)`` alone."""
+    if not tcfg.flip and not tcfg.scale_jitter:
+        return samples
+    from .data.augment import augment
+    rng = np.random.default_rng([tcfg.seed, step, 2])
+    return [augment(image, masks, class_ids, rng, flip=tcfg.flip, scale_range=tcfg.scale_jitter or None)
+            for image, masks, class_ids in samples]
+
+
+def _validation_of(source):
+    """What the run was scored on, for ``summary.json``."""
+    spec = source.spec
+    if spec["kind"] == "shapes":
+        return dict(kind="shapes", images=len(source.validation))
+    if spec.get("val_coco_gt"):
+        return dict(kind="separate", coco_gt=spec["val_coco_gt"], images=spec["val_images_dir"])
+    return dict(kind="held out", coco_gt=spec["coco_gt"], held_out_image_ids=spec.get("held_out", []),
+                file="val.json" if spec.get("held_out") else None)
 
 
 def _peak_memory_mb():

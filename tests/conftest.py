@@ -20,3 +20,22 @@ def xp(request):
 def rng():
     """A seeded host generator: tests build inputs on the host and move them with ``xp.asarray``."""
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def cli_error(capsys):
+    """``cli_error(argv)`` runs ``mrcnn-edu argv``, which must fail in one line (the progress bar aside), with
+    no traceback; returns ``(exit status, the line)``."""
+    import re
+
+    from mrcnn_edu.cli import main
+
+    def run(argv):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as stop:
+            main([str(a) for a in argv])
+        err = capsys.readouterr().err
+        lines = [line for line in re.split(r"[\r\n]", err) if line.strip() and not line.startswith("train:")]
+        assert len(lines) == 1 and "Traceback" not in err, err
+        return stop.value.code, lines[0]
+    return run

@@ -118,16 +118,17 @@ def test_cli_bad_files_give_one_line_errors(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     (tmp_path / "images").mkdir()
-    for argv, message in [
-        (["evaluate", "--checkpoint", str(tmp_path / "missing.npz")], "no such checkpoint file"),
-        (["train", "--out", str(tmp_path / "r"), "--coco-gt", str(bad)], "--coco-gt and --images go together"),
+    for argv, code, message in [
+        (["evaluate", "--checkpoint", str(tmp_path / "missing.npz")], 1, "no such checkpoint file"),
+        (["train", "--out", str(tmp_path / "r"), "--coco-gt", str(bad)], 2, "--coco-gt and --images go together"),
         (["train", "--out", str(tmp_path / "r"), "--coco-gt", str(bad), "--images", str(tmp_path / "images")],
-         str(bad)),
+         1, str(bad)),
     ]:
         with pytest.raises(SystemExit) as stop:
             main(argv)
-        assert stop.value.code == 2
-        assert message in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert stop.value.code == code, err
+        assert message in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_cli_trains_on_a_coco_data_set(tmp_path, capsys):
@@ -135,7 +136,7 @@ def test_cli_trains_on_a_coco_data_set(tmp_path, capsys):
     assert main(["export-shapes", "--n", "4", "--seed", "2", "--out", str(tmp_path / "coco")]) == 0
     ann, images = str(tmp_path / "coco" / "annotations.json"), str(tmp_path / "coco" / "images")
     assert main(["train", "--out", str(tmp_path / "run"), "--coco-gt", ann, "--images", images, "--steps", "2",
-                 "--batch-size", "2", "--val-images", "2", "--eval-every", "1000"]) == 0
+                 "--batch-size", "2", "--val-fraction", "0.25", "--eval-every", "1000"]) == 0
     assert "training on " + ann in capsys.readouterr().out
     config = load_checkpoint(tmp_path / "run" / "model.npz")["config"]
     assert config["class_names"] == ["background", "square", "circle", "triangle"]
