@@ -287,6 +287,7 @@ def _resumed_run(args, out):
     if args.val_coco_gt and new.get("val_coco_gt") != spec.get("val_coco_gt"):
         raise UsageError(f"--val-coco-gt: the run in {out} validates on "
                          f"{spec.get('val_coco_gt') or 'its held-out images'}; it cannot change on resume")
+    changed = {}
     for (kind, field), value in _given(args).items():
         cfg = tcfg if kind == "train" else mcfg
         if getattr(cfg, field) == value:
@@ -296,9 +297,11 @@ def _resumed_run(args, out):
             raise UsageError(f"{flag}: the run in {out} has {getattr(cfg, field)!r}, and a resumed run keeps its "
                              f"{'model' if kind == 'model' else 'settings'}; resume without {flag}, or start a "
                              "new run (another --out, or --overwrite)")
-        if field == "steps":
-            _say_new_schedule(tcfg, value, out)
-        setattr(cfg, field, value)
+        changed[field] = value
+    if "steps" in changed:
+        _say_new_schedule(tcfg, changed["steps"], out)
+    for field, value in changed.items():
+        setattr(tcfg, field, value)
     return mcfg, tcfg, spec
 
 
@@ -315,10 +318,10 @@ def _say_new_schedule(tcfg, steps, out):
 
 
 def cmd_train(args):
-    from .train import check_memory, open_data, train
+    from .train import check_memory, check_run_folder, open_data, train
 
     _check_train_flags(args)
-    out = Path(args.out)
+    out = check_run_folder(args.out, args.resume, args.overwrite)
     mcfg, tcfg, spec = _resumed_run(args, out) if args.resume else _new_run(args)
     check_memory(mcfg, tcfg.batch_size)
     data = open_data(spec, mcfg, tcfg)
@@ -472,7 +475,8 @@ def cmd_predict(args):
             r["file_name"] = str(path)
             r["class_name"] = class_names[r["category_id"]] if r["category_id"] < len(class_names) else ""
             results.append(r)
-        print(f"{path}: {int(keep.sum())} instances -> {png}")
+        found = int(keep.sum())
+        print(f"{path}: {found} instance{'' if found == 1 else 's'} -> {png}")
     (out / "detections.json").write_text(json.dumps(results))
     print(f"wrote {len(results)} detections of {len(args.images) - len(failed)} images (COCO results format, RLE "
           f"masks) to {out / 'detections.json'}")

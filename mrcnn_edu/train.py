@@ -38,7 +38,7 @@ from .model import MaskRCNN, ModelConfig
 from .optim import AdamW, WarmupCosineLR, clip_grad_norm
 
 __all__ = ["TrainConfig", "train", "predict_in_batches", "TrainingDiverged", "RunExistsError", "open_data",
-           "ShapesData", "CocoData", "split_held_out", "step_memory_mb", "check_memory", "load_model",
+           "ShapesData", "CocoData", "split_held_out", "check_run_folder", "step_memory_mb", "check_memory", "load_model",
            "RUN_FILES"]
 
 # what a run writes into its folder: ``overwrite`` removes these and nothing else
@@ -216,9 +216,9 @@ def _write_val_json(data, path):
 def step_memory_mb(model_config, batch_size):
     """About how much memory one training step needs, in MiB (host memory on NumPy).
 
-    Measured peaks of the default model (``benchmarks/RESULTS.md``, "Memory a step"): 78, 144 and 427 MiB
-    at 1, 4 and 16 images of 128 px, 261 MiB at 4 images of 256 px: about 52 MiB of fixed cost, and per image
-    14 MiB (the heads, whose RoI count does not grow with the image) plus 9.5 MiB per 128 x 128 pixels.
+    A fit of the default model's measured peaks (``benchmarks/own_data.py``; the numbers are in
+    ``benchmarks/RESULTS.md``, "Own data"): a fixed cost, and per image a part for the heads (whose RoI count
+    does not grow with the image) and a part that grows with its pixels.
     """
     pixels = (model_config.image_size / 128) ** 2
     return 52 + batch_size * (14 + 9.5 * pixels)
@@ -236,13 +236,17 @@ def _free_memory_mb():
         return None
 
 
+# the share of the free memory a step may plan on: the estimate is a fit, and the rest of the machine moves
+MEMORY_MARGIN = 0.75
+
+
 def check_memory(model_config, batch_size):
-    """Refuse, before the first step, a batch that cannot fit in the memory there is."""
+    """Refuse, before the first step, a batch that cannot fit in the memory there is (with a margin)."""
     need, free = step_memory_mb(model_config, batch_size), _free_memory_mb()
-    if free is not None and need > free:
-        fits = max(0, int((free - 52) / (need - 52) * batch_size))
+    if free is not None and need > MEMORY_MARGIN * free:
+        fits = max(0, int((MEMORY_MARGIN * free - 52) / (need - 52) * batch_size))
         raise MemoryError(f"--batch-size {batch_size}: a step of {batch_size} images of {model_config.image_size} "
-                          f"px needs about {need / 1024:.1f} GiB, but only {free / 1024:.1f} GiB is free; use "
+                          f"px needs about {need / 1024:.1f} GiB, and {free / 1024:.1f} GiB is free; use "
                           f"--batch-size {fits} or less")
 
 
@@ -266,9 +270,9 @@ def _read_log(path):
 
 
 # ------------------------------------------------------------------------------------------ the run folder
-def _prepare_folder(out, resume, overwrite):
-    """Refuse to train into a folder that holds a run (unless resumed or overwritten); remove what killed
-    runs left behind (``*.npz.*.tmp``) and, with ``overwrite``, the old run's files."""
+def check_run_folder(out, resume=False, overwrite=False):
+    """Refuse a folder that holds a run (``checkpoint.npz`` or ``model.npz``) unless the run is resumed or
+    overwritten, a file where a folder should be, and an empty name. Changes nothing."""
     if str(out) == "":
         raise ValueError("--out: empty; give the run a folder of its own, e.g. runs/mine")
     out = Path(out)
@@ -278,6 +282,13 @@ def _prepare_folder(out, resume, overwrite):
     if held and not resume and not overwrite:
         raise RunExistsError(f"--out {out}: holds a run already ({', '.join(held)}); continue it with --resume, "
                              "replace it with --overwrite, or train into another --out")
+    return out
+
+
+def _prepare_folder(out, resume, overwrite):
+    """``check_run_folder``, then remove what killed runs left behind (``*.npz.*.tmp``) and, with
+    ``overwrite``, the old run's files."""
+    out = check_run_folder(out, resume, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("*.npz.*.tmp"):
         stale.unlink()
