@@ -2,41 +2,25 @@
 the argument and says what was expected, so a student sees ``boxes: expected N x 4, got shape (3, 5)``
 instead of a broadcasting error three calls deeper.
 
-Checks of shapes and dtypes are free. Checks of *values* (no NaN or inf, ``x2 >= x1``) read every element
-and bring a yes/no back to Python, which on a GPU means waiting for every kernel queued so far. The model
-validates what its user passes once, then runs its own calls of the library inside ``trusted()``, where
-the value checks are skipped: everything it hands on was computed by the library itself. (A training
-step makes about 400 such checks; on the GPU they were up to a quarter of the step's time.) A NaN still
-cannot pass unnoticed: it reaches the losses, and ``train`` stops on a loss that is not finite. To find the
-layer where it first appeared, set ``MRCNN_EDU_STRICT=1``: then ``trusted()`` does nothing and every call
-checks.
+Every public function checks its input once, here, and then calls a private core that holds only the
+maths; the library's own code (the model, the heads, the layers) calls the cores, since it made every
+array it hands on. Checks of *values* (no NaN or inf, ``x2 >= x1``) read every element and bring a yes/no
+back to Python, which on a GPU means waiting for every kernel queued so far, so they belong at the door
+only (``benchmarks/RESULTS.md`` has their cost). A NaN made inside the model still cannot pass unnoticed:
+it reaches the losses, and ``train`` stops on a loss that is not finite.
+
+The layers' checks (``float_input``, ``check_param``, ``check_dout``) are here too, beside the one ``pair``
+that turns an int or a pair into a pair of sizes for the layers and the RoI ops alike.
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import math
-import os
+import numbers
 
 from . import backend
 
 __all__ = ["number", "as_float_array", "check_ndim", "check_finite", "check_boxes", "check_rois", "check_same_length",
-           "pair", "trusted", "checks_values"]
-
-_trusted = contextvars.ContextVar("mrcnn_edu_trusted", default=False)
-STRICT = os.environ.get("MRCNN_EDU_STRICT", "").strip() not in ("", "0")  # check values everywhere
-
-
-@contextlib.contextmanager
-def trusted():
-    """Inside this block ``check_finite`` and the ``x2 >= x1`` test of ``check_boxes`` do nothing (shape
-    and dtype checks stay). For library code whose inputs the library made; never around user input.
-    With ``MRCNN_EDU_STRICT=1`` in the environment (``STRICT``) it changes nothing."""
-    token = _trusted.set(not STRICT)
-    try:
-        yield
-    finally:
-        _trusted.reset(token)
+           "pair", "float_input", "check_param", "check_dout"]
 
 
 def number(value, name, low=-math.inf, high=math.inf, *, low_open=False, high_open=False, allow_inf=False,
@@ -86,23 +70,15 @@ def check_ndim(a, name, ndim, what):
         raise ValueError(f"{name}: expected {what}, got shape {tuple(a.shape)}")
 
 
-def checks_values():
-    """False inside ``trusted()``: guard any check that reads array values with it."""
-    return not _trusted.get()
-
-
 def check_finite(a, name):
-    """No NaN or inf in ``a`` (not checked inside ``trusted()``)."""
-    if not checks_values():
-        return
+    """No NaN or inf in ``a``."""
     xp = backend.get_array_module(a)
     if a.size and not bool(xp.isfinite(a).all()):
         raise ValueError(f"{name}: contains NaN or inf")
 
 
 def check_boxes(boxes, name="boxes", xp=None):
-    """``boxes`` as an ``N x 4`` float array of ``(x1, y1, x2, y2)``: finite, with ``x2 >= x1`` and ``y2 >= y1``
-    (the values are not checked inside ``trusted()``)."""
+    """``boxes`` as an ``N x 4`` float array of ``(x1, y1, x2, y2)``: finite, with ``x2 >= x1`` and ``y2 >= y1``."""
     boxes = as_float_array(boxes, name, xp)
     if boxes.ndim == 1 and boxes.size == 0:
         boxes = boxes.reshape(0, 4)
@@ -110,8 +86,7 @@ def check_boxes(boxes, name="boxes", xp=None):
         raise ValueError(f"{name}: expected N x 4 boxes (x1, y1, x2, y2), got shape {tuple(boxes.shape)}")
     check_finite(boxes, name)
     mod = backend.get_array_module(boxes)
-    if boxes.shape[0] and checks_values() and bool(mod.any((boxes[:, 2] < boxes[:, 0])
-                                                           | (boxes[:, 3] < boxes[:, 1]))):
+    if boxes.shape[0] and bool(mod.any((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]))):
         raise ValueError(f"{name}: every box needs x2 >= x1 and y2 >= y1")
     return boxes
 
@@ -133,14 +108,72 @@ def check_same_length(a, a_name, b, b_name):
         raise ValueError(f"{b_name}: expected {a.shape[0]} rows to match {a_name}, got {b.shape[0]}")
 
 
-def pair(v, name):
-    """An int or a pair of ints as a pair of positive ints (``7 -> (7, 7)``)."""
-    if isinstance(v, int):
+def pair(v, name, minimum=1):
+    """An int or a pair of ints as a pair ``(vertical, horizontal)`` of Python ints >= ``minimum`` (``7 -> (7, 7)``).
+
+    Sizes (``output_size``, ``image_size``, ``kernel_size``, ``stride``) take the default 1; paddings take
+    ``minimum=0``. Whole numbers of any type count (``numpy.int64(7)``, ``7.0``, a row of an array of image
+    sizes); ``7.5`` or ``"7"`` is an error rather than a silent truncation.
+    """
+    given = v
+    if isinstance(v, numbers.Integral):
         v = (v, v)
     try:
-        a, b = (int(x) for x in v)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected an int or a pair of ints, got {v!r}") from None
-    if a <= 0 or b <= 0:
-        raise ValueError(f"{name}: expected positive sizes, got {v!r}")
+        first, second = v
+        a, b = int(first), int(second)
+        if a != first or b != second:
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{name}: expected an int or a pair of ints, got {given!r}") from None
+    if a < minimum or b < minimum:
+        raise ValueError(f"{name}: expected sizes >= {minimum}, got {given!r}")
     return a, b
+
+
+# ----------------------------------------------------------------------------------------------------
+# the layers' checks (mrcnn_edu.nn): an input, a parameter of that input, an upstream gradient
+# ----------------------------------------------------------------------------------------------------
+
+def float_input(x, name, what, ndim=None, min_ndim=0, params=()):
+    """``x`` as a finite float array with ``ndim`` (or >= ``min_ndim``) axes, of the array module of ``x``
+    and of the layer's ``params`` (a Python list ``x`` with CuPy weights becomes a CuPy array).
+
+    ``what`` names the axes for the error message, e.g. ``"N x C x H x W"``.
+    """
+    xp = backend.get_array_module(x) if hasattr(x, "dtype") else backend.get_array_module(x, *params)
+    x = as_float_array(x, name, xp)
+    if ndim is not None:
+        check_ndim(x, name, ndim, what)
+    elif x.ndim < min_ndim:
+        raise ValueError(f"{name}: expected {what}, got shape {tuple(x.shape)}")
+    check_finite(x, name)
+    return x
+
+
+def check_param(p, name, x, shape, what):
+    """A parameter (weight, bias, scale) of ``x``'s array module and dtype, of the exact ``shape``.
+
+    ``shape`` may hold None for a free axis. A float64 weight with a float32 input is a ``TypeError``
+    rather than a silent float64 computation (slower, and a sign of a mixed-up model).
+    """
+    xp = backend.get_array_module(x)
+    if hasattr(p, "dtype") and backend.get_array_module(p) is not xp:
+        raise TypeError(f"{name}: a {backend.get_array_module(p).__name__} array, but the input is a "
+                        f"{xp.__name__} array; put both on one backend (backend.asarray / backend.to_host)")
+    p = as_float_array(p, name, xp)
+    if p.ndim != len(shape) or any(s is not None and s != t for s, t in zip(shape, p.shape)):
+        want = " x ".join("?" if s is None else str(s) for s in shape)
+        raise ValueError(f"{name}: expected {what} of shape {want}, got shape {tuple(p.shape)}")
+    if p.dtype != x.dtype:
+        raise TypeError(f"{name}: dtype {p.dtype} differs from the input's {x.dtype}; cast one of them")
+    check_finite(p, name)
+    return p
+
+
+def check_dout(dout, shape, dtype):
+    """The upstream gradient: a finite array of the forward output's exact ``shape``, cast to ``dtype``."""
+    dout = as_float_array(dout, "dout")
+    if tuple(dout.shape) != tuple(shape):
+        raise ValueError(f"dout: expected the forward output's shape {tuple(shape)}, got {tuple(dout.shape)}")
+    check_finite(dout, "dout")
+    return dout.astype(dtype, copy=False)

@@ -23,26 +23,6 @@ from ._validate import number
 __all__ = ["base_anchors", "grid_size", "generate_anchors"]
 
 
-def _positive_list(values, name):
-    """A non-empty sequence of positive numbers as a list."""
-    try:
-        values = list(values)
-    except TypeError:
-        raise ValueError(f"{name}: expected a non-empty sequence of positive numbers, got {values!r}") from None
-    if not values:
-        raise ValueError(f"{name}: expected a non-empty sequence of positive numbers, got an empty one")
-    return [number(v, name, 0, low_open=True) for v in values]
-
-
-def _image_size(image_size):
-    """``(height, width)`` as two positive numbers."""
-    try:
-        height, width = image_size
-    except (TypeError, ValueError):
-        raise ValueError(f"image_size: expected (height, width), got {image_size!r}") from None
-    return number(height, "image_size", 0, low_open=True), number(width, "image_size", 0, low_open=True)
-
-
 def base_anchors(sizes=(128, 256, 512), ratios=(0.5, 1.0, 2.0)):
     """The k = len(ratios) * len(sizes) anchors of one cell, centred on (0, 0) (lecture stage 2, "k anchors").
 
@@ -54,9 +34,14 @@ def base_anchors(sizes=(128, 256, 512), ratios=(0.5, 1.0, 2.0)):
     high (area size**2, h / w = ratio), and its corners are ``round([-w, -h, w, h] / 2)``: computed in
     float32 and rounded half to even, exactly as torchvision's ``AnchorGenerator.generate_anchors``.
     """
+    return _base_anchors(_positive_list(sizes, "sizes"), _positive_list(ratios, "ratios"))
+
+
+def _base_anchors(sizes, ratios):
+    """The maths of ``base_anchors``: sizes and ratios sequences of positive numbers."""
     xp = backend.xp
-    scales = xp.asarray(_positive_list(sizes, "sizes"), dtype=xp.float32)
-    ratios = xp.asarray(_positive_list(ratios, "ratios"), dtype=xp.float32)
+    scales = xp.asarray(sizes, dtype=xp.float32)
+    ratios = xp.asarray(ratios, dtype=xp.float32)
     h_ratios = xp.sqrt(ratios)
     w_ratios = 1 / h_ratios
     ws = (w_ratios[:, None] * scales[None, :]).reshape(-1)
@@ -71,8 +56,12 @@ def grid_size(image_size, stride=16):
     stride     : image pixels per feature cell
     ``grid_size((600, 800))`` is ``(38, 50)``: 1900 cells.
     """
-    height, width = _image_size(image_size)
-    stride = number(stride, "stride", 0, low_open=True)
+    return _grid_size(_image_size(image_size), number(stride, "stride", 0, low_open=True))
+
+
+def _grid_size(image_size, stride):
+    """The maths of ``grid_size``: image_size ``(height, width)``, stride, positive numbers."""
+    height, width = image_size
     return math.ceil(height / stride), math.ceil(width / stride)
 
 
@@ -100,13 +89,46 @@ def generate_anchors(image_size, stride=16, sizes=(128, 256, 512), ratios=(0.5, 
     xp = backend.xp
     if str(dtype) not in ("float32", "float64") and dtype not in (xp.float32, xp.float64):
         raise ValueError(f"dtype: expected float32 or float64, got {dtype!r}")
-    dtype = xp.dtype(dtype)
     offset = number(offset, "offset")
-    gh, gw = grid_size(image_size, stride)
+    image_size = _image_size(image_size)
     stride = number(stride, "stride", 0, low_open=True)
-    base = base_anchors(sizes, ratios).astype(dtype)
+    return _generate_anchors(image_size, stride, _positive_list(sizes, "sizes"), _positive_list(ratios, "ratios"),
+                             offset, dtype)
+
+
+def _generate_anchors(image_size, stride=16, sizes=(128, 256, 512), ratios=(0.5, 1.0, 2.0), offset=0.0,
+                      dtype="float32"):
+    """The maths of ``generate_anchors``: image_size ``(height, width)`` and stride positive numbers, sizes
+    and ratios sequences of positive numbers, offset a number, dtype float32 or float64."""
+    xp = backend.xp
+    dtype = xp.dtype(dtype)
+    gh, gw = _grid_size(image_size, stride)
+    base = _base_anchors(sizes, ratios).astype(dtype)
     shift_x = (xp.arange(gw, dtype=dtype) + offset) * stride
     shift_y = (xp.arange(gh, dtype=dtype) + offset) * stride
     shift_y, shift_x = (s.reshape(-1) for s in xp.meshgrid(shift_y, shift_x, indexing="ij"))
     shifts = xp.stack([shift_x, shift_y, shift_x, shift_y], axis=1)
     return (shifts[:, None, :] + base[None, :, :]).reshape(-1, 4)
+
+
+# ---------------------------------------------------------------------------------------------- checks
+# What the public functions check before they call the maths above.
+
+def _positive_list(values, name):
+    """A non-empty sequence of positive numbers as a list."""
+    try:
+        values = list(values)
+    except TypeError:
+        raise ValueError(f"{name}: expected a non-empty sequence of positive numbers, got {values!r}") from None
+    if not values:
+        raise ValueError(f"{name}: expected a non-empty sequence of positive numbers, got an empty one")
+    return [number(v, name, 0, low_open=True) for v in values]
+
+
+def _image_size(image_size):
+    """``(height, width)`` as two positive numbers."""
+    try:
+        height, width = image_size
+    except (TypeError, ValueError):
+        raise ValueError(f"image_size: expected (height, width), got {image_size!r}") from None
+    return number(height, "image_size", 0, low_open=True), number(width, "image_size", 0, low_open=True)

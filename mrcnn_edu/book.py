@@ -425,7 +425,12 @@ def add_book_parser(subparsers):
 
 
 def run_book(args) -> int:
-    """``mrcnn-edu book``: 0 when every page was built, 1 when a notebook failed, 2 when nbconvert is missing."""
+    """``mrcnn-edu book``: 0 when every page was built, 1 when a notebook failed (or there is no clone), 2 when
+    nbconvert is missing."""
+    if not (ROOT / "notebooks").is_dir() or not (ROOT / "lessons").is_dir():
+        print(f"mrcnn-edu book: needs the notebooks/ and lessons/ of a git clone of mrcnn-edu (not beside the "
+              f"installed package in {ROOT}); run it from a clone, after pip install -e '.[dev]'", file=sys.stderr)
+        return 1
     try:
         result = build_book(args.out, execute=not args.no_execute, fast=args.fast, timeout=args.timeout,
                             source_url=args.source_url)

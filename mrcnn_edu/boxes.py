@@ -24,43 +24,17 @@ from __future__ import annotations
 import math
 
 from . import backend
-from ._validate import (as_float_array, check_boxes, check_finite, check_ndim, check_same_length, checks_values,
-                        number, pair)
+from ._validate import as_float_array, check_boxes, check_finite, check_ndim, check_same_length, number, pair
 
-__all__ = ["BBOX_XFORM_CLIP", "box_area", "box_iou", "box_encode", "box_decode", "box_decode_backward", "nms", "batched_nms",
-           "clip_boxes_to_image", "remove_small_boxes"]
+__all__ = ["BBOX_XFORM_CLIP", "RPN_BOX_WEIGHTS", "BOX_HEAD_WEIGHTS", "box_area", "box_iou", "box_encode", "box_decode",
+           "box_decode_backward", "nms", "batched_nms", "clip_boxes_to_image", "remove_small_boxes"]
 
 # Largest dw, dh fed to exp() when decoding: a box may grow at most 1000/16 = 62.5 times (torchvision's value).
 BBOX_XFORM_CLIP = math.log(1000.0 / 16)
-
-
-# ----------------------------------------------------------------------------------------------- checks
-def _weights(weights):
-    """The four positive box-coding weights ``(wx, wy, ww, wh)`` as Python floats."""
-    try:
-        values = tuple(weights)
-    except TypeError:
-        raise ValueError(f"weights: expected 4 positive numbers (wx, wy, ww, wh), got {weights!r}") from None
-    if len(values) != 4:
-        raise ValueError(f"weights: expected 4 positive numbers (wx, wy, ww, wh), got {weights!r}")
-    return tuple(number(w, "weights", 0, low_open=True) for w in values)
-
-
-def _scores(scores, boxes, xp):
-    """``scores`` as a finite 1-D float array with one score per box."""
-    scores = as_float_array(scores, "scores", xp)
-    check_ndim(scores, "scores", 1, "N scores, one per box (1-D)")
-    check_same_length(boxes, "boxes", scores, "scores")
-    check_finite(scores, "scores")
-    return scores
-
-
-def _positive_size(boxes, name):
-    """Encoding divides by widths and takes logs of them: every box needs ``x2 > x1`` and ``y2 > y1``."""
-    xp = backend.get_array_module(boxes)
-    if boxes.shape[0] and checks_values() and not bool(xp.all((boxes[:, 2] > boxes[:, 0])
-                                                               & (boxes[:, 3] > boxes[:, 1]))):
-        raise ValueError(f"{name}: every box needs a positive width and height (x2 > x1, y2 > y1) to be encoded")
+# Box-coding weights (wx, wy, ww, wh) of the two stages, torchvision's: the RPN's deltas are plain, the box
+# head's are scaled up (its proposals already sit close to the objects, so its deltas are small).
+RPN_BOX_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
+BOX_HEAD_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 
 
 # ---------------------------------------------------------------------------------------------- IoU
@@ -70,12 +44,16 @@ def box_area(boxes):
     boxes : N x 4 float ``(x1, y1, x2, y2)``
     returns N, same dtype.
     """
-    boxes = check_boxes(boxes, "boxes")
+    return _box_area(check_boxes(boxes, "boxes"))
+
+
+def _box_area(boxes):
+    """The maths of ``box_area``: boxes N x 4 float."""
     return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
 def _inter_union(boxes1, boxes2):
-    """Pairwise intersection and union areas, N x M each (validated inputs).
+    """Pairwise intersection and union areas, N x M each.
 
     The arithmetic is torchvision's, in this order, so results agree to the last bit:
     ``inter = max(0, min(x2) - max(x1)) * max(0, min(y2) - max(y1))``, ``union = area1 + area2 - inter``.
@@ -85,17 +63,8 @@ def _inter_union(boxes1, boxes2):
     w = xp.maximum(xp.minimum(b1[..., 2], b2[..., 2]) - xp.maximum(b1[..., 0], b2[..., 0]), 0)
     h = xp.maximum(xp.minimum(b1[..., 3], b2[..., 3]) - xp.maximum(b1[..., 1], b2[..., 1]), 0)
     inter = w * h
-    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
-    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
-    union = area1[:, None] + area2[None, :] - inter
+    union = _box_area(boxes1)[:, None] + _box_area(boxes2)[None, :] - inter
     return inter, union
-
-
-def _iou(boxes1, boxes2):
-    xp = backend.get_array_module(boxes1, boxes2)
-    inter, union = _inter_union(boxes1, boxes2)
-    # A zero union means two zero-area boxes (then inter is 0 too): IoU 0 instead of torchvision's 0/0 = NaN.
-    return inter / xp.where(union > 0, union, 1)
 
 
 def box_iou(boxes1, boxes2):
@@ -112,7 +81,15 @@ def box_iou(boxes1, boxes2):
     xp = backend.get_array_module(boxes1, boxes2)
     boxes1 = check_boxes(boxes1, "boxes1", xp)
     boxes2 = check_boxes(boxes2, "boxes2", xp)
-    return _iou(boxes1, boxes2)
+    return _box_iou(boxes1, boxes2)
+
+
+def _box_iou(boxes1, boxes2):
+    """The maths of ``box_iou``: boxes1 N x 4, boxes2 M x 4, float."""
+    xp = backend.get_array_module(boxes1, boxes2)
+    inter, union = _inter_union(boxes1, boxes2)
+    # A zero union means two zero-area boxes (then inter is 0 too): IoU 0 instead of torchvision's 0/0 = NaN.
+    return inter / xp.where(union > 0, union, 1)
 
 
 # --------------------------------------------------------------------------------- encode / decode
@@ -143,9 +120,15 @@ def box_encode(reference, targets, weights=(1.0, 1.0, 1.0, 1.0)):
     reference = check_boxes(reference, "reference", xp)
     targets = check_boxes(targets, "targets", xp)
     check_same_length(reference, "reference", targets, "targets")
-    _positive_size(reference, "reference")
-    _positive_size(targets, "targets")
-    wx, wy, ww, wh = _weights(weights)
+    _check_positive_size(reference, "reference")
+    _check_positive_size(targets, "targets")
+    return _box_encode(reference, targets, _weights(weights))
+
+
+def _box_encode(reference, targets, weights=RPN_BOX_WEIGHTS):
+    """The maths of ``box_encode``: reference, targets N x 4 float with positive sizes; weights 4 floats."""
+    xp = backend.get_array_module(reference, targets)
+    wx, wy, ww, wh = weights
     rw, rh, rcx, rcy = _size_centre(reference)
     tw, th, tcx, tcy = _size_centre(targets)
     dx = wx * (tcx - rcx) / rw
@@ -153,17 +136,6 @@ def box_encode(reference, targets, weights=(1.0, 1.0, 1.0, 1.0)):
     dw = ww * xp.log(tw / rw)
     dh = wh * xp.log(th / rh)
     return xp.stack([dx, dy, dw, dh], axis=1)
-
-
-def _deltas(deltas, xp):
-    """``deltas`` as a finite N x 4K float array (K >= 1 sets of ``(dx, dy, dw, dh)``)."""
-    deltas = as_float_array(deltas, "deltas", xp)
-    if deltas.ndim == 1 and deltas.size == 0:
-        deltas = deltas.reshape(0, 4)
-    if deltas.ndim != 2 or deltas.shape[1] == 0 or deltas.shape[1] % 4:
-        raise ValueError(f"deltas: expected N x 4K deltas (dx, dy, dw, dh per class), got shape {tuple(deltas.shape)}")
-    check_finite(deltas, "deltas")
-    return deltas
 
 
 def box_decode(deltas, reference, weights=(1.0, 1.0, 1.0, 1.0), clip=BBOX_XFORM_CLIP):
@@ -187,11 +159,15 @@ def box_decode(deltas, reference, weights=(1.0, 1.0, 1.0, 1.0), clip=BBOX_XFORM_
     deltas = _deltas(deltas, xp)
     reference = check_boxes(reference, "reference", xp)
     check_same_length(deltas, "deltas", reference, "reference")
-    wx, wy, ww, wh = _weights(weights)
-    clip = number(clip, "clip", allow_inf=True)
+    return _box_decode(deltas, reference, _weights(weights), number(clip, "clip", allow_inf=True))
+
+
+def _box_decode(deltas, reference, weights=RPN_BOX_WEIGHTS, clip=BBOX_XFORM_CLIP):
+    """The maths of ``box_decode``: deltas N x 4K, reference N x 4, float; weights 4 floats; clip a float."""
+    xp = backend.get_array_module(deltas, reference)
     dtype = xp.result_type(deltas, reference)
     deltas, reference = deltas.astype(dtype, copy=False), reference.astype(dtype, copy=False)
-
+    wx, wy, ww, wh = weights
     w, h, cx, cy = (v[:, None] for v in _size_centre(reference))
     dx = deltas[:, 0::4] / wx
     dy = deltas[:, 1::4] / wy
@@ -224,8 +200,13 @@ def box_decode_backward(dboxes, deltas, reference, weights=(1.0, 1.0, 1.0, 1.0),
     dboxes = as_float_array(dboxes, "dboxes", xp)
     if tuple(dboxes.shape) != tuple(deltas.shape):
         raise ValueError(f"dboxes: expected the deltas' shape {tuple(deltas.shape)}, got {tuple(dboxes.shape)}")
-    wx, wy, ww, wh = _weights(weights)
-    clip = number(clip, "clip", allow_inf=True)
+    return _box_decode_backward(dboxes, deltas, reference, _weights(weights), number(clip, "clip", allow_inf=True))
+
+
+def _box_decode_backward(dboxes, deltas, reference, weights=RPN_BOX_WEIGHTS, clip=BBOX_XFORM_CLIP):
+    """The maths of ``box_decode_backward``: dboxes and deltas N x 4K, reference N x 4, float."""
+    xp = backend.get_array_module(dboxes, deltas, reference)
+    wx, wy, ww, wh = weights
     dtype = xp.result_type(dboxes, deltas, reference)
     w, h, _, _ = (v[:, None].astype(dtype) for v in _size_centre(reference))
     dw, dh = deltas[:, 2::4] / ww, deltas[:, 3::4] / wh
@@ -264,21 +245,6 @@ def _greedy_keep(suppresses):
         keep = new_keep
 
 
-def _nms(boxes, scores, iou_threshold):
-    """``nms`` on validated, non-empty inputs."""
-    xp = backend.get_array_module(boxes, scores)
-    # A stable sort of -scores: equal scores keep their input order (lower index first), as torchvision's
-    # CPU kernel (a stable descending sort) does.
-    order = xp.argsort(-scores, kind="stable")
-    sorted_boxes = boxes[order]
-    inter, union = _inter_union(sorted_boxes, sorted_boxes)
-    iou = inter / xp.where(union > 0, union, 1)
-    # Strictly greater, as torchvision; the upper triangle because only a higher-scored box suppresses.
-    suppresses = xp.triu(iou > iou_threshold, k=1)
-    keep = _greedy_keep(suppresses)
-    return order[xp.nonzero(keep)[0]].astype(xp.int64)
-
-
 def nms(boxes, scores, iou_threshold):
     """Non-maximum suppression (lecture stage 1, "NMS"): indices of the boxes kept, by decreasing score.
 
@@ -300,10 +266,23 @@ def nms(boxes, scores, iou_threshold):
     xp = backend.get_array_module(boxes, scores)
     boxes = check_boxes(boxes, "boxes", xp)
     scores = _scores(scores, boxes, xp)
-    iou_threshold = number(iou_threshold, "iou_threshold", 0.0, 1.0)
+    return _nms(boxes, scores, number(iou_threshold, "iou_threshold", 0.0, 1.0))
+
+
+def _nms(boxes, scores, iou_threshold):
+    """The maths of ``nms``: boxes N x 4 and scores N, float (N may be 0); iou_threshold a float."""
+    xp = backend.get_array_module(boxes, scores)
     if boxes.shape[0] == 0:
         return xp.zeros(0, dtype=xp.int64)
-    return _nms(boxes, scores, iou_threshold)
+    # A stable sort of -scores: equal scores keep their input order (lower index first), as torchvision's
+    # CPU kernel (a stable descending sort) does.
+    order = xp.argsort(-scores, kind="stable")
+    sorted_boxes = boxes[order]
+    iou = _box_iou(sorted_boxes, sorted_boxes)
+    # Strictly greater, as torchvision; the upper triangle because only a higher-scored box suppresses.
+    suppresses = xp.triu(iou > iou_threshold, k=1)
+    keep = _greedy_keep(suppresses)
+    return order[xp.nonzero(keep)[0]].astype(xp.int64)
 
 
 def batched_nms(boxes, scores, idxs, iou_threshold):
@@ -325,14 +304,13 @@ def batched_nms(boxes, scores, idxs, iou_threshold):
     xp = backend.get_array_module(boxes, scores, idxs)
     boxes = check_boxes(boxes, "boxes", xp)
     scores = _scores(scores, boxes, xp)
-    idxs = xp.asarray(idxs)
-    if idxs.size == 0:
-        idxs = idxs.astype(xp.int64)  # ``[]`` arrives as float64
-    if idxs.dtype.kind not in "iu":
-        raise TypeError(f"idxs: expected integer class indices, got dtype {idxs.dtype}")
-    check_ndim(idxs, "idxs", 1, "N class indices, one per box (1-D)")
-    check_same_length(boxes, "boxes", idxs, "idxs")
-    iou_threshold = number(iou_threshold, "iou_threshold", 0.0, 1.0)
+    idxs = _class_indices(idxs, boxes, xp)
+    return _batched_nms(boxes, scores, idxs, number(iou_threshold, "iou_threshold", 0.0, 1.0))
+
+
+def _batched_nms(boxes, scores, idxs, iou_threshold):
+    """The maths of ``batched_nms``: as ``_nms``, with idxs N integers."""
+    xp = backend.get_array_module(boxes, scores)
     if boxes.shape[0] == 0:
         return xp.zeros(0, dtype=xp.int64)
     span = boxes.max() - xp.minimum(boxes.min(), 0) + 1
@@ -348,9 +326,13 @@ def clip_boxes_to_image(boxes, image_size):
     image_size : ``(height, width)`` in pixels (an int means a square image)
     returns N x 4, same dtype, as ``torchvision.ops.clip_boxes_to_image``.
     """
-    boxes = check_boxes(boxes, "boxes")
+    return _clip_boxes_to_image(check_boxes(boxes, "boxes"), pair(image_size, "image_size"))
+
+
+def _clip_boxes_to_image(boxes, image_size):
+    """The maths of ``clip_boxes_to_image``: boxes N x 4 float; image_size ``(height, width)``."""
     xp = backend.get_array_module(boxes)
-    height, width = pair(image_size, "image_size")
+    height, width = image_size
     upper = xp.asarray([width, height, width, height], dtype=boxes.dtype)
     return xp.minimum(xp.maximum(boxes, 0), upper)
 
@@ -362,8 +344,64 @@ def remove_small_boxes(boxes, min_size):
     min_size : a number (pixels)
     returns K int64 indices in increasing order, as ``torchvision.ops.remove_small_boxes``.
     """
-    boxes = check_boxes(boxes, "boxes")
+    return _remove_small_boxes(check_boxes(boxes, "boxes"), number(min_size, "min_size"))
+
+
+def _remove_small_boxes(boxes, min_size):
+    """The maths of ``remove_small_boxes``: boxes N x 4 float; min_size a number."""
     xp = backend.get_array_module(boxes)
-    min_size = number(min_size, "min_size")
     big = ((boxes[:, 2] - boxes[:, 0]) >= min_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_size)
     return xp.nonzero(big)[0].astype(xp.int64)
+
+
+# ----------------------------------------------------------------------------------------------- checks
+# What the public functions check before they call the maths above.
+
+def _weights(weights):
+    """The four positive box-coding weights ``(wx, wy, ww, wh)`` as Python floats."""
+    try:
+        values = tuple(weights)
+    except TypeError:
+        raise ValueError(f"weights: expected 4 positive numbers (wx, wy, ww, wh), got {weights!r}") from None
+    if len(values) != 4:
+        raise ValueError(f"weights: expected 4 positive numbers (wx, wy, ww, wh), got {weights!r}")
+    return tuple(number(w, "weights", 0, low_open=True) for w in values)
+
+
+def _scores(scores, boxes, xp):
+    """``scores`` as a finite 1-D float array with one score per box."""
+    scores = as_float_array(scores, "scores", xp)
+    check_ndim(scores, "scores", 1, "N scores, one per box (1-D)")
+    check_same_length(boxes, "boxes", scores, "scores")
+    check_finite(scores, "scores")
+    return scores
+
+
+def _check_positive_size(boxes, name):
+    """Encoding divides by widths and takes logs of them: every box needs ``x2 > x1`` and ``y2 > y1``."""
+    xp = backend.get_array_module(boxes)
+    if boxes.shape[0] and not bool(xp.all((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))):
+        raise ValueError(f"{name}: every box needs a positive width and height (x2 > x1, y2 > y1) to be encoded")
+
+
+def _deltas(deltas, xp):
+    """``deltas`` as a finite N x 4K float array (K >= 1 sets of ``(dx, dy, dw, dh)``)."""
+    deltas = as_float_array(deltas, "deltas", xp)
+    if deltas.ndim == 1 and deltas.size == 0:
+        deltas = deltas.reshape(0, 4)
+    if deltas.ndim != 2 or deltas.shape[1] == 0 or deltas.shape[1] % 4:
+        raise ValueError(f"deltas: expected N x 4K deltas (dx, dy, dw, dh per class), got shape {tuple(deltas.shape)}")
+    check_finite(deltas, "deltas")
+    return deltas
+
+
+def _class_indices(idxs, boxes, xp):
+    """``idxs`` as a 1-D integer array with one class (or image) index per box."""
+    idxs = xp.asarray(idxs)
+    if idxs.size == 0:
+        idxs = idxs.astype(xp.int64)  # ``[]`` arrives as float64
+    if idxs.dtype.kind not in "iu":
+        raise TypeError(f"idxs: expected integer class indices, got dtype {idxs.dtype}")
+    check_ndim(idxs, "idxs", 1, "N class indices, one per box (1-D)")
+    check_same_length(boxes, "boxes", idxs, "idxs")
+    return idxs

@@ -1,7 +1,11 @@
-"""Stage 7 of the lecture: the heads that run on every RoI, and pasting masks back into the image.
+"""The heads: the RPN's on the feature map (stage 3 of the lecture), and those that run on every RoI, with
+pasting masks back into the image (stage 7).
 
-Shapes: R RoIs, C channels of the RoI features, K classes counting the background as class 0, D detections.
+Shapes: N images, A anchors, R RoIs, C channels of the RoI features, K classes counting the background as
+class 0, D detections.
 
+* ``RPNHead`` (slide "RPN"): a 3 x 3 conv on the stride-16 map, then 1 x 1 convs to k objectness logits and
+  4k box deltas for the k anchors of every cell.
 * ``BoxHead`` (slide "Mask Head on Faster R-CNN: fully connected branch"): RoIAlign 7 x 7 features ->
   flatten -> fc -> ReLU -> fc -> ReLU, then two linear layers side by side: ``K`` class logits (the K + 1
   softmax of the slide, background included) and ``4 K`` class-specific deltas ``t^k``.
@@ -18,9 +22,44 @@ from __future__ import annotations
 
 from . import backend
 from .nn import Conv2d, ConvTranspose2d, Flatten, Linear, Module, ReLU, Sequential
-from .roi import roi_align
+from .roi import _roi_align
 
-__all__ = ["BoxHead", "MaskHead", "MLPMaskHead", "paste_masks"]
+__all__ = ["RPNHead", "BoxHead", "MaskHead", "MLPMaskHead", "paste_masks"]
+
+
+class RPNHead(Module):
+    """3 x 3 conv + ReLU, then 1 x 1 convs to k objectness logits and 4k deltas per cell (slide "RPN").
+
+    forward(C4 N x C x h x w) -> (objectness N x A, deltas N x A x 4), A = h w k in the anchors' order
+    (cell by cell, row-major, the k anchors of a cell together).
+    """
+
+    def __init__(self, channels, k, *, rng):
+        super().__init__()
+        self.k = k
+        self.conv = Sequential(Conv2d(channels, channels, 3, padding=1, rng=rng), ReLU())
+        self.cls_logits = Conv2d(channels, k, 1, rng=rng)
+        self.bbox_pred = Conv2d(channels, 4 * k, 1, rng=rng)
+        for layer in (self.cls_logits, self.bbox_pred):
+            layer.params["weight"] *= 0.01 / layer.params["weight"].std()
+
+    def forward(self, c4):
+        t = self.conv.forward(c4)
+        obj, deltas = self.cls_logits.forward(t), self.bbox_pred.forward(t)
+        n, _, h, w = obj.shape
+        self.keep((n, h, w))
+        obj = obj.transpose(0, 2, 3, 1).reshape(n, -1)                                     # N x (h w k)
+        deltas = deltas.reshape(n, self.k, 4, h, w).transpose(0, 3, 4, 1, 2).reshape(n, -1, 4)
+        return obj, deltas
+
+    def backward(self, grads):
+        dobj, ddeltas = grads
+        n, h, w = self.take()
+        dobj = dobj.reshape(n, h, w, self.k).transpose(0, 3, 1, 2)
+        ddeltas = ddeltas.reshape(n, h, w, self.k, 4).transpose(0, 3, 4, 1, 2).reshape(n, 4 * self.k, h, w)
+        dt = self.cls_logits.backward(backend.get_array_module(dobj).ascontiguousarray(dobj)) \
+            + self.bbox_pred.backward(backend.get_array_module(ddeltas).ascontiguousarray(ddeltas))
+        return self.conv.backward(dt)
 
 
 class BoxHead(Module):
@@ -123,4 +162,4 @@ def paste_masks(masks, boxes, image_size):
     sy = m / xp.maximum(boxes[:, 3] - boxes[:, 1], 1e-6)
     rois = xp.stack([xp.arange(D, dtype=masks.dtype), 1 - boxes[:, 0] * sx, 1 - boxes[:, 1] * sy,
                      1 + (W - boxes[:, 0]) * sx, 1 + (H - boxes[:, 1]) * sy], axis=1)
-    return roi_align(padded[:, None], rois, (H, W), 1.0, sampling_ratio=1, aligned=True)[:, 0]
+    return _roi_align(padded[:, None], rois, (int(H), int(W)), 1.0, 1, True)[:, 0]

@@ -24,7 +24,7 @@ import math
 from . import backend
 from ._validate import number
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "WarmupStepLR", "WarmupCosineLR", "clip_grad_norm",
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "WarmupCosineLR", "clip_grad_norm",
            "global_grad_norm"]
 
 
@@ -233,19 +233,6 @@ class _Warmup:
             return 1.0
         alpha = step / self.warmup_steps
         return self.warmup_factor * (1 - alpha) + alpha
-
-
-class WarmupStepLR(_Warmup):
-    """``base_lr * gamma ** (number of milestones <= step)``, times the warmup ramp: Mask R-CNN's schedule."""
-
-    def __init__(self, base_lr, milestones, gamma=0.1, warmup_steps=0, warmup_factor=0.001):
-        super().__init__(base_lr, warmup_steps, warmup_factor)
-        self.milestones = sorted(int(m) for m in milestones)
-        self.gamma = number(gamma, "gamma", 0, low_open=True)
-
-    def __call__(self, step):
-        decays = sum(1 for m in self.milestones if step >= m)
-        return self.base_lr * self.gamma ** decays * self.warmup(step)
 
 
 class WarmupCosineLR(_Warmup):

@@ -20,72 +20,155 @@ every sample; the rest is GEMM, and the backward is the same two products transp
     dfeatures[b] = sum over r in image b of  Ay[r].T @ dout[r, c] @ Ax[r]
 
 This is exactly torchvision's arithmetic (the same samples, weights and clamping), summed in another order.
+
+Each public function checks its inputs, then calls its core: the same name with a leading underscore
+(``roi_align`` -> ``_roi_align``), which holds only the maths. The model calls the cores on arrays it made
+itself, so nothing is checked twice.
 """
 from __future__ import annotations
 
 from . import backend
-from ._validate import as_float_array, check_finite, check_ndim, check_rois, checks_values, number, pair
+from ._validate import as_float_array, check_finite, check_ndim, check_rois, number, pair
 
-__all__ = ["roi_align", "roi_align_backward", "roi_pool", "roi_pool_backward"]
+__all__ = ["rois_from_boxes", "roi_align", "roi_align_backward", "roi_pool", "roi_pool_backward"]
 
 # Caps the temporary of one block of RoIs (elements); larger batches of RoIs run in a few blocks.
 _BLOCK_ELEMENTS = 1 << 24
 
 
 # ----------------------------------------------------------------------------------------------------------
-# checks
+# The RoI format (lesson 08 grades it)
 # ----------------------------------------------------------------------------------------------------------
 
-def _check_features(features):
-    features = as_float_array(features, "features")
-    check_ndim(features, "features", 4, "N x C x H x W")
-    check_finite(features, "features")
-    return features
+def rois_from_boxes(boxes_per_image, dtype="float32"):
+    """The RoI ops' ``R x 5`` format from each image's boxes: batch index, then ``(x1, y1, x2, y2)``.
 
-
-def _check_input_shape(input_shape):
-    try:
-        shape = tuple(int(s) for s in input_shape)
-    except (TypeError, ValueError):
-        raise ValueError(f"input_shape: expected (N, C, H, W), got {input_shape!r}") from None
-    if len(shape) != 4 or min(shape) < 0:
-        raise ValueError(f"input_shape: expected (N, C, H, W) of non-negative sizes, got {input_shape!r}")
-    return shape
-
-
-def _check_rois(rois, num_images, xp):
-    rois = check_rois(rois, "rois", xp)
-    batch = rois[:, 0]
-    if rois.shape[0] and checks_values() and bool(xp.any((batch != xp.floor(batch)) | (batch < 0)
-                                                         | (batch >= num_images))):
-        raise ValueError(f"rois: column 0 must hold image indices in [0, {num_images})")
-    return rois
-
-
-def _check_scale(spatial_scale):
-    return number(spatial_scale, "spatial_scale", 0, low_open=True)
-
-
-def _check_forward(features, rois, output_size, spatial_scale):
-    """The checks RoIAlign and RoIPool share: ``(features, rois, (oh, ow), spatial_scale, xp)``."""
-    features = _check_features(features)
-    xp = backend.get_array_module(features)
-    rois = _check_rois(rois, features.shape[0], xp)
-    return features, rois, pair(output_size, "output_size"), _check_scale(spatial_scale), xp
-
-
-def _check_grad_output(grad_output, rois, channels, output_size):
-    grad_output = as_float_array(grad_output, "grad_output")
-    expected = (rois.shape[0], channels) + tuple(output_size)
-    if tuple(grad_output.shape) != expected:
-        raise ValueError(f"grad_output: expected shape {expected} (R x C x oh x ow), got {tuple(grad_output.shape)}")
-    check_finite(grad_output, "grad_output")
-    return grad_output
+    boxes_per_image : a list of N arrays, image i's ``R_i x 4`` boxes (any float dtype)
+    dtype           : the dtype of the result
+    Returns ``R x 5`` with R = sum R_i, image 0's boxes first; ``0 x 5`` for no images or no boxes.
+    """
+    xp = backend.get_array_module(*boxes_per_image) if boxes_per_image else backend.xp
+    if not boxes_per_image:
+        return xp.zeros((0, 5), dtype=dtype)
+    index = xp.concatenate([xp.full(len(b), i, dtype=dtype) for i, b in enumerate(boxes_per_image)])
+    boxes = xp.concatenate([xp.asarray(b, dtype=dtype).reshape(-1, 4) for b in boxes_per_image])
+    return xp.concatenate([index[:, None], boxes], axis=1)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # RoIAlign
 # ----------------------------------------------------------------------------------------------------------
+
+def roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False):
+    """RoIAlign forward, as ``torchvision.ops.roi_align`` (lecture: "RoI Align in Mask R-CNN").
+
+    features       : N x C x H x W float
+    rois           : R x 5 ``(batch_index, x1, y1, x2, y2)`` in image pixels
+    output_size    : ``(oh, ow)`` or an int
+    spatial_scale  : image pixels -> feature-map pixels (1/16 at stride 16)
+    sampling_ratio : samples per bin along each axis; ``<= 0`` means ``ceil(bin size)`` (adaptive)
+    aligned        : shift the box by -0.5 pixel so that a pixel's centre sits at integer + 0.5
+    Returns R x C x oh x ow, the average of the bilinear samples of each bin.
+    """
+    features, rois, output_size, spatial_scale = _check_forward(features, rois, output_size, spatial_scale)
+    return _roi_align(features, rois, output_size, spatial_scale, int(sampling_ratio), bool(aligned))
+
+
+def _roi_align(features, rois, output_size, spatial_scale, sampling_ratio, aligned):
+    """The maths of ``roi_align``: features N x C x H x W float, rois R x 5 of its dtype (valid image indices
+    and boxes), output_size ``(oh, ow)``, spatial_scale a float > 0, sampling_ratio an int, aligned a bool."""
+    xp = backend.get_array_module(features)
+    N, C, H, W = features.shape
+    R = rois.shape[0]
+    oh, ow = output_size
+    if R == 0 or C == 0 or H == 0 or W == 0:   # nothing to sample
+        return xp.zeros((R, C, oh, ow), dtype=features.dtype)
+
+    Ay, Ax = _align_matrices(rois, (H, W), output_size, spatial_scale, sampling_ratio, aligned, features.dtype)
+    batch = rois[:, 0].astype(xp.int64)
+    slot, S = _slots(batch, N, xp)
+    Ay_t, Ax_t = _padded(Ay, batch, slot, N, S, xp), _padded(Ax, batch, slot, N, S, xp)
+    f_t = features.transpose(0, 3, 1, 2).reshape(N, W, C * H)   # columns of the map as GEMM rows
+    out = xp.empty((N, S, ow, C, oh), dtype=features.dtype)
+    for s0, s1 in _blocks(S, N * ow * C * H, xp):
+        k = s1 - s0
+        # contract x:  (N, k*ow, W) @ (N, W, C*H)  ->  per RoI a (ow*C) x H block
+        t = xp.matmul(Ax_t[:, s0:s1].reshape(N, k * ow, W), f_t).reshape(N * k, ow * C, H)
+        # contract y:  (ow*C, H) @ (H, oh) for every RoI
+        ay = Ay_t[:, s0:s1].reshape(N * k, oh, H).transpose(0, 2, 1)
+        out[:, s0:s1] = xp.matmul(t, ay).reshape(N, k, ow, C, oh)
+    return xp.ascontiguousarray(out[batch, slot].transpose(0, 2, 3, 1))   # R x ow x C x oh -> R x C x oh x ow
+
+
+def roi_align_backward(grad_output, rois, input_shape, output_size, spatial_scale=1.0, sampling_ratio=-1,
+                       aligned=False):
+    """RoIAlign backward: the gradient with respect to ``features`` (N x C x H x W).
+
+    grad_output : R x C x oh x ow, the gradient of the loss with respect to ``roi_align``'s output
+    input_shape : ``(N, C, H, W)`` of the features; the other arguments as in ``roi_align``.
+    Every sample hands its share of the bin's gradient back to its four bilinear neighbours; in matrix form
+    ``dfeatures[b] = sum_r Ay[r].T @ grad_output[r] @ Ax[r]`` (torchvision does it with atomic adds).
+    """
+    N, C, H, W = _check_input_shape(input_shape)
+    grad_output = as_float_array(grad_output, "grad_output")
+    xp = backend.get_array_module(grad_output)
+    rois = _check_rois(rois, N, xp)
+    output_size = pair(output_size, "output_size")
+    spatial_scale = _check_scale(spatial_scale)
+    grad_output = _check_grad_output(grad_output, rois, C, output_size)
+    return _roi_align_backward(grad_output, rois.astype(grad_output.dtype, copy=False), (N, C, H, W), output_size,
+                               spatial_scale, int(sampling_ratio), bool(aligned))
+
+
+def _roi_align_backward(grad_output, rois, input_shape, output_size, spatial_scale, sampling_ratio, aligned):
+    """The maths of ``roi_align_backward``: grad_output R x C x oh x ow float, rois R x 5 of its dtype,
+    input_shape ``(N, C, H, W)`` ints; the rest as ``_roi_align``'s."""
+    xp = backend.get_array_module(grad_output)
+    N, C, H, W = input_shape
+    R = rois.shape[0]
+    oh, ow = output_size
+    dtype = grad_output.dtype
+    if R == 0 or C == 0 or H == 0 or W == 0:   # nothing was sampled
+        return xp.zeros((N, C, H, W), dtype=dtype)
+
+    Ay, Ax = _align_matrices(rois, (H, W), output_size, spatial_scale, sampling_ratio, aligned, dtype)
+    batch = rois[:, 0].astype(xp.int64)
+    slot, S = _slots(batch, N, xp)
+    Ay_t, Ax_t = _padded(Ay, batch, slot, N, S, xp), _padded(Ax, batch, slot, N, S, xp)
+    g_t = _padded(grad_output.transpose(0, 3, 1, 2), batch, slot, N, S, xp)   # N x S x ow x C x oh
+    df_t = xp.zeros((N, W, C * H), dtype=dtype)
+    for s0, s1 in _blocks(S, N * ow * C * H, xp):
+        k = s1 - s0
+        # spread over rows:  (ow*C, oh) @ (oh, H) for every RoI
+        u = xp.matmul(g_t[:, s0:s1].reshape(N * k, ow * C, oh), Ay_t[:, s0:s1].reshape(N * k, oh, H))
+        # spread over columns and sum the RoIs of each image:  (N, W, k*ow) @ (N, k*ow, C*H)
+        ax = Ax_t[:, s0:s1].reshape(N, k * ow, W).transpose(0, 2, 1)
+        df_t += xp.matmul(ax, u.reshape(N, k * ow, C * H))
+    return xp.ascontiguousarray(df_t.reshape(N, W, C, H).transpose(0, 2, 3, 1))
+
+
+def _align_matrices(rois, feature_hw, output_size, spatial_scale, sampling_ratio, aligned, dtype):
+    """``Ay``: R x oh x H and ``Ax``: R x ow x W for every RoI (see the module docstring)."""
+    xp = backend.get_array_module(rois)
+    H, W = feature_hw
+    oh, ow = output_size
+    boxes = rois[:, 1:] * dtype.type(spatial_scale) - dtype.type(0.5 if aligned else 0.0)
+    x1, y1, x2, y2 = boxes.T
+    roi_w, roi_h = x2 - x1, y2 - y1
+    if not aligned:  # the legacy rule: force malformed RoIs to be 1 x 1
+        roi_w, roi_h = xp.maximum(roi_w, 1), xp.maximum(roi_h, 1)
+    bin_h, bin_w = roi_h / dtype.type(oh), roi_w / dtype.type(ow)
+    if sampling_ratio > 0:
+        gh = xp.full(rois.shape[0], sampling_ratio, dtype=xp.int64)
+        gw = gh
+    else:  # adaptive: about one sample per feature-map pixel
+        gh = xp.maximum(xp.ceil(bin_h), 0).astype(xp.int64)
+        gw = xp.maximum(xp.ceil(bin_w), 0).astype(xp.int64)
+    fixed = sampling_ratio if sampling_ratio > 0 else None
+    Ay = _axis_weights(y1, bin_h, gh, oh, H, dtype, xp, fixed)
+    Ax = _axis_weights(x1, bin_w, gw, ow, W, dtype, xp, fixed)
+    return Ay, Ax
+
 
 def _axis_weights(start, bin_size, grid, n_bins, size, dtype, xp, g_max=None):
     """The interpolation matrix of one axis: ``R x n_bins x size``.
@@ -123,29 +206,6 @@ def _axis_weights(start, bin_size, grid, n_bins, size, dtype, xp, g_max=None):
     return weights.reshape(R, n_bins, size)
 
 
-def _align_matrices(rois, feature_hw, output_size, spatial_scale, sampling_ratio, aligned, dtype):
-    """``Ay``: R x oh x H and ``Ax``: R x ow x W for every RoI (see the module docstring)."""
-    xp = backend.get_array_module(rois)
-    H, W = feature_hw
-    oh, ow = output_size
-    boxes = rois[:, 1:].astype(dtype) * dtype.type(spatial_scale) - dtype.type(0.5 if aligned else 0.0)
-    x1, y1, x2, y2 = boxes.T
-    roi_w, roi_h = x2 - x1, y2 - y1
-    if not aligned:  # the legacy rule: force malformed RoIs to be 1 x 1
-        roi_w, roi_h = xp.maximum(roi_w, 1), xp.maximum(roi_h, 1)
-    bin_h, bin_w = roi_h / dtype.type(oh), roi_w / dtype.type(ow)
-    if sampling_ratio > 0:
-        gh = xp.full(rois.shape[0], sampling_ratio, dtype=xp.int64)
-        gw = gh
-    else:  # adaptive: about one sample per feature-map pixel
-        gh = xp.maximum(xp.ceil(bin_h), 0).astype(xp.int64)
-        gw = xp.maximum(xp.ceil(bin_w), 0).astype(xp.int64)
-    fixed = sampling_ratio if sampling_ratio > 0 else None
-    Ay = _axis_weights(y1, bin_h, gh, oh, H, dtype, xp, fixed)
-    Ax = _axis_weights(x1, bin_w, gw, ow, W, dtype, xp, fixed)
-    return Ay, Ax
-
-
 def _slots(batch_index, num_images, xp):
     """Place RoIs in an ``N x S`` table, S = most RoIs of one image, so each image is one batched GEMM.
 
@@ -173,79 +233,62 @@ def _blocks(S, per_slot, xp):
     return [(s, min(s + step, S)) for s in range(0, S, step)]
 
 
-def roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False):
-    """RoIAlign forward, as ``torchvision.ops.roi_align`` (lecture: "RoI Align in Mask R-CNN").
-
-    features       : N x C x H x W float
-    rois           : R x 5 ``(batch_index, x1, y1, x2, y2)`` in image pixels
-    output_size    : ``(oh, ow)`` or an int
-    spatial_scale  : image pixels -> feature-map pixels (1/16 at stride 16)
-    sampling_ratio : samples per bin along each axis; ``<= 0`` means ``ceil(bin size)`` (adaptive)
-    aligned        : shift the box by -0.5 pixel so that a pixel's centre sits at integer + 0.5
-    Returns R x C x oh x ow, the average of the bilinear samples of each bin.
-    """
-    features, rois, (oh, ow), spatial_scale, xp = _check_forward(features, rois, output_size, spatial_scale)
-    N, C, H, W = features.shape
-    R = rois.shape[0]
-    if R == 0 or C == 0 or H == 0 or W == 0:
-        return xp.zeros((R, C, oh, ow), dtype=features.dtype)
-
-    Ay, Ax = _align_matrices(rois, (H, W), (oh, ow), spatial_scale, int(sampling_ratio), aligned, features.dtype)
-    batch = rois[:, 0].astype(xp.int64)
-    slot, S = _slots(batch, N, xp)
-    Ay_t, Ax_t = _padded(Ay, batch, slot, N, S, xp), _padded(Ax, batch, slot, N, S, xp)
-    f_t = features.transpose(0, 3, 1, 2).reshape(N, W, C * H)   # columns of the map as GEMM rows
-    out = xp.empty((N, S, ow, C, oh), dtype=features.dtype)
-    for s0, s1 in _blocks(S, N * ow * C * H, xp):
-        k = s1 - s0
-        # contract x:  (N, k*ow, W) @ (N, W, C*H)  ->  per RoI a (ow*C) x H block
-        t = xp.matmul(Ax_t[:, s0:s1].reshape(N, k * ow, W), f_t).reshape(N * k, ow * C, H)
-        # contract y:  (ow*C, H) @ (H, oh) for every RoI
-        ay = Ay_t[:, s0:s1].reshape(N * k, oh, H).transpose(0, 2, 1)
-        out[:, s0:s1] = xp.matmul(t, ay).reshape(N, k, ow, C, oh)
-    return xp.ascontiguousarray(out[batch, slot].transpose(0, 2, 3, 1))   # R x ow x C x oh -> R x C x oh x ow
-
-
-def roi_align_backward(grad_output, rois, input_shape, output_size, spatial_scale=1.0, sampling_ratio=-1,
-                       aligned=False):
-    """RoIAlign backward: the gradient with respect to ``features`` (N x C x H x W).
-
-    grad_output : R x C x oh x ow, the gradient of the loss with respect to ``roi_align``'s output
-    input_shape : ``(N, C, H, W)`` of the features; the other arguments as in ``roi_align``.
-    Every sample hands its share of the bin's gradient back to its four bilinear neighbours; in matrix form
-    ``dfeatures[b] = sum_r Ay[r].T @ grad_output[r] @ Ax[r]`` (torchvision does it with atomic adds).
-    """
-    N, C, H, W = _check_input_shape(input_shape)
-    grad_output = as_float_array(grad_output, "grad_output")
-    xp = backend.get_array_module(grad_output)
-    rois = _check_rois(rois, N, xp)
-    oh, ow = pair(output_size, "output_size")
-    spatial_scale = _check_scale(spatial_scale)
-    grad_output = _check_grad_output(grad_output, rois, C, (oh, ow))
-    dtype = grad_output.dtype
-    R = rois.shape[0]
-    if R == 0 or C == 0 or H == 0 or W == 0:
-        return xp.zeros((N, C, H, W), dtype=dtype)
-
-    Ay, Ax = _align_matrices(rois, (H, W), (oh, ow), spatial_scale, int(sampling_ratio), aligned, dtype)
-    batch = rois[:, 0].astype(xp.int64)
-    slot, S = _slots(batch, N, xp)
-    Ay_t, Ax_t = _padded(Ay, batch, slot, N, S, xp), _padded(Ax, batch, slot, N, S, xp)
-    g_t = _padded(grad_output.transpose(0, 3, 1, 2), batch, slot, N, S, xp)   # N x S x ow x C x oh
-    df_t = xp.zeros((N, W, C * H), dtype=dtype)
-    for s0, s1 in _blocks(S, N * ow * C * H, xp):
-        k = s1 - s0
-        # spread over rows:  (ow*C, oh) @ (oh, H) for every RoI
-        u = xp.matmul(g_t[:, s0:s1].reshape(N * k, ow * C, oh), Ay_t[:, s0:s1].reshape(N * k, oh, H))
-        # spread over columns and sum the RoIs of each image:  (N, W, k*ow) @ (N, k*ow, C*H)
-        ax = Ax_t[:, s0:s1].reshape(N, k * ow, W).transpose(0, 2, 1)
-        df_t += xp.matmul(ax, u.reshape(N, k * ow, C * H))
-    return xp.ascontiguousarray(df_t.reshape(N, W, C, H).transpose(0, 2, 3, 1))
-
-
 # ----------------------------------------------------------------------------------------------------------
 # RoIPool
 # ----------------------------------------------------------------------------------------------------------
+
+def roi_pool(features, rois, output_size, spatial_scale=1.0, bins="caffe"):
+    """RoIPool forward (lecture: "RoI Pooling in Fast R-CNN"): quantize the RoI, split it into bins, max.
+
+    features      : N x C x H x W float
+    rois          : R x 5 ``(batch_index, x1, y1, x2, y2)`` in image pixels
+    output_size   : ``(oh, ow)`` or an int
+    spatial_scale : image -> feature-map pixels; the scaled corners are rounded to whole pixels
+    bins          : ``"caffe"`` (= ``torchvision.ops.roi_pool``) or ``"slides"`` (the lecture's worked example)
+    Returns ``(output, argmax)``: output R x C x oh x ow; argmax R x C x oh x ow int64, the flat index
+    ``y * W + x`` of each maximum in its image's channel, -1 (and output 0) for an empty bin.
+    """
+    features, rois, output_size, spatial_scale = _check_forward(features, rois, output_size, spatial_scale)
+    if bins not in ("caffe", "slides"):
+        raise ValueError(f"bins: expected 'caffe' or 'slides', got {bins!r}")
+    return _roi_pool(features, rois, output_size, spatial_scale, bins)
+
+
+def _roi_pool(features, rois, output_size, spatial_scale, bins):
+    """The maths of ``roi_pool``: features N x C x H x W float, rois R x 5 of its dtype (valid image indices
+    and boxes), output_size ``(oh, ow)``, spatial_scale a float > 0, bins "caffe" or "slides"."""
+    xp = backend.get_array_module(features)
+    N, C, H, W = features.shape
+    R, dtype = rois.shape[0], features.dtype
+    oh, ow = output_size
+    output = xp.zeros((R, C, oh, ow), dtype=dtype)
+    argmax = xp.full((R, C, oh, ow), -1, dtype=xp.int64)
+    if R == 0 or C == 0:   # nothing to pool
+        return output, argmax
+
+    # quantize the RoI to whole feature-map pixels, split it into bins, read every bin as a window of pixels
+    corners = _round_half_away(rois[:, 1:] * dtype.type(spatial_scale), xp).astype(xp.int64)
+    y_lo, y_hi = _pool_bins(corners[:, 1], corners[:, 3], oh, H, bins, dtype, xp)   # R x oh
+    x_lo, x_hi = _pool_bins(corners[:, 0], corners[:, 2], ow, W, bins, dtype, xp)   # R x ow
+    flat, inside = _bin_windows(y_lo, y_hi, x_lo, x_hi, H, W, xp)                   # R x oh x ow x bh*bw
+
+    # max over each window. Channels last, one row a pixel, and one extra row of -inf that every window slot
+    # past its bin reads: the max then never picks it, with no masking pass over the (large) gathered windows
+    pixels = xp.concatenate([features.transpose(0, 2, 3, 1).reshape(N * H * W, C),
+                             xp.full((1, C), -xp.inf, dtype=dtype)])
+    batch = rois[:, 0].astype(xp.int64)
+    row = xp.where(inside, batch[:, None, None, None] * (H * W) + flat, N * H * W)   # R x oh x ow x bh*bw
+    row = xp.ascontiguousarray(xp.moveaxis(row, 3, 0))                               # window slot first
+    empty = ~inside.any(axis=3)[..., None]                                           # R x oh x ow x 1
+    step = max(1, _BLOCK_ELEMENTS // (oh * ow * row.shape[0] * C))
+    for r0 in range(0, R, step):
+        r1 = min(r0 + step, R)
+        value, slot = _max_and_first_argmax(pixels[row[:, r0:r1]], xp)   # of bh*bw x r x oh x ow x C
+        where = xp.take_along_axis(flat[r0:r1], slot, axis=3)                        # flat y * W + x
+        output[r0:r1] = xp.where(empty[r0:r1], 0, value).transpose(0, 3, 1, 2)
+        argmax[r0:r1] = xp.where(empty[r0:r1], -1, where).transpose(0, 3, 1, 2)
+    return output, argmax
+
 
 def _round_half_away(x, xp):
     """C's ``round``: halves go away from zero (NumPy's ``round`` goes to even)."""
@@ -272,65 +315,32 @@ def _pool_bins(start, end, n_bins, size, bins, dtype, xp):
     return lo, hi
 
 
-def roi_pool(features, rois, output_size, spatial_scale=1.0, bins="caffe"):
-    """RoIPool forward (lecture: "RoI Pooling in Fast R-CNN"): quantize the RoI, split it into bins, max.
+def _bin_windows(y_lo, y_hi, x_lo, x_hi, H, W, xp):
+    """Every bin as a padded ``bh x bw`` window of pixels, bh and bw the tallest and widest bin.
 
-    features      : N x C x H x W float
-    rois          : R x 5 ``(batch_index, x1, y1, x2, y2)`` in image pixels
-    output_size   : ``(oh, ow)`` or an int
-    spatial_scale : image -> feature-map pixels; the scaled corners are rounded to whole pixels
-    bins          : ``"caffe"`` (= ``torchvision.ops.roi_pool``) or ``"slides"`` (the lecture's worked example)
-    Returns ``(output, argmax)``: output R x C x oh x ow; argmax R x C x oh x ow int64, the flat index
-    ``y * W + x`` of each maximum in its image's channel, -1 (and output 0) for an empty bin.
+    y_lo, y_hi : R x oh bin edges (``hi`` exclusive);  x_lo, x_hi : R x ow
+    Returns ``flat``, the ``y * W + x`` index of each window pixel, and ``inside``, False for the padding
+    past the bin's end; both R x oh x ow x bh*bw.
     """
-    features, rois, (oh, ow), spatial_scale, xp = _check_forward(features, rois, output_size, spatial_scale)
-    N, C, H, W = features.shape
-    if bins not in ("caffe", "slides"):
-        raise ValueError(f"bins: expected 'caffe' or 'slides', got {bins!r}")
-    R, dtype = rois.shape[0], features.dtype
-    output = xp.zeros((R, C, oh, ow), dtype=dtype)
-    argmax = xp.full((R, C, oh, ow), -1, dtype=xp.int64)
-    if R == 0 or C == 0:
-        return output, argmax
-
-    corners = _round_half_away(rois[:, 1:].astype(dtype) * dtype.type(spatial_scale), xp).astype(xp.int64)
-    y_lo, y_hi = _pool_bins(corners[:, 1], corners[:, 3], oh, H, bins, dtype, xp)   # R x oh
-    x_lo, x_hi = _pool_bins(corners[:, 0], corners[:, 2], ow, W, bins, dtype, xp)   # R x ow
+    R, oh, ow = y_lo.shape[0], y_lo.shape[1], x_lo.shape[1]
     bh = max(int((y_hi - y_lo).max()), 1)
     bw = max(int((x_hi - x_lo).max()), 1)
-    # every bin read as a padded bh x bw window of pixels; pixels past the bin's end are masked out
     ys = y_lo[:, :, None] + xp.arange(bh)                                 # R x oh x bh
     xs = x_lo[:, :, None] + xp.arange(bw)                                 # R x ow x bw
     inside = (ys < y_hi[:, :, None])[:, :, None, :, None] & (xs < x_hi[:, :, None])[:, None, :, None, :]
     flat = xp.minimum(ys, H - 1)[:, :, None, :, None] * W + xp.minimum(xs, W - 1)[:, None, :, None, :]
     flat = xp.broadcast_to(flat, (R, oh, ow, bh, bw)).reshape(R, oh, ow, bh * bw)
     inside = xp.broadcast_to(inside, (R, oh, ow, bh, bw)).reshape(R, oh, ow, bh * bw)
-
-    # channels last, one row a pixel, and one extra row of -inf that every window slot past its bin reads:
-    # the max then never picks it, with no masking pass over the (large) gathered windows
-    pixels = xp.concatenate([features.transpose(0, 2, 3, 1).reshape(N * H * W, C),
-                             xp.full((1, C), -xp.inf, dtype=dtype)])
-    batch = rois[:, 0].astype(xp.int64)
-    row = xp.where(inside, batch[:, None, None, None] * (H * W) + flat, N * H * W)   # R x oh x ow x bh*bw
-    row = xp.ascontiguousarray(xp.moveaxis(row, 3, 0))                               # window slot first
-    empty = ~inside.any(axis=3)[..., None]                                           # R x oh x ow x 1
-    step = max(1, _BLOCK_ELEMENTS // (oh * ow * bh * bw * C))
-    for r0 in range(0, R, step):
-        r1 = min(r0 + step, R)
-        value, slot = _max_and_first_argmax(pixels[row[:, r0:r1]], xp)   # of bh*bw x r x oh x ow x C
-        where = xp.take_along_axis(flat[r0:r1], slot, axis=3)                        # flat y * W + x
-        output[r0:r1] = xp.where(empty[r0:r1], 0, value).transpose(0, 3, 1, 2)
-        argmax[r0:r1] = xp.where(empty[r0:r1], -1, where).transpose(0, 3, 1, 2)
-    return output, argmax
+    return flat, inside
 
 
 def _max_and_first_argmax(window, xp):
     """The max of ``window`` (K x ...) over its first axis, and the first index that reaches it.
 
-    The same as ``window.max(0), window.argmax(0)``, but faster: ``argmax`` along any axis but the last
-    copies the array into that order first, and it was most of RoIPool's time. Ranking the K slots
-    K, K - 1, ..., 1, keeping the rank where a slot equals the max, and taking the max rank finds the first
-    maximal slot with two more reductions over axis 0, which read the array in place.
+    The same as ``window.max(0), window.argmax(0)``, without the copy that ``argmax`` along any axis but the
+    last makes of the whole array (into that order) first. Ranking the K slots K, K - 1, ..., 1, keeping the
+    rank where a slot equals the max, and taking the max rank finds the first maximal slot with two more
+    reductions over axis 0, which read the array in place.
     """
     K = window.shape[0]
     best = window.max(axis=0)
@@ -359,21 +369,81 @@ def roi_pool_backward(grad_output, argmax, input_shape, rois=None):
         raise ValueError(f"grad_output: expected the shape of argmax {tuple(argmax.shape)} with C = {C}, "
                          f"got {tuple(grad_output.shape)}")
     check_finite(grad_output, "grad_output")
-    if argmax.size and checks_values() and bool(xp.any((argmax < -1) | (argmax >= H * W))):
+    if argmax.size and bool(xp.any((argmax < -1) | (argmax >= H * W))):
         raise ValueError(f"argmax: expected indices in [-1, {H * W}) (H * W = {H} * {W})")
     R = argmax.shape[0]
     if rois is None:
         if N > 1 and R:
             raise ValueError("rois: needed to know each RoI's image when input_shape has N > 1")
-        batch = xp.zeros(R, dtype=xp.int64)
+        rois = xp.zeros((R, 5), dtype=grad_output.dtype)   # every RoI in image 0
     else:
         rois = _check_rois(rois, N, xp)
         if rois.shape[0] != R:
             raise ValueError(f"rois: expected {R} rows to match argmax, got {rois.shape[0]}")
-        batch = rois[:, 0].astype(xp.int64)
+    return _roi_pool_backward(grad_output, argmax, (N, C, H, W), rois)
+
+
+def _roi_pool_backward(grad_output, argmax, input_shape, rois):
+    """The maths of ``roi_pool_backward``: grad_output R x C x oh x ow float, argmax its shape, integers in
+    [-1, H W), input_shape ``(N, C, H, W)`` ints, rois R x 5 (only column 0, the image index, is read)."""
+    xp = backend.get_array_module(grad_output)
+    N, C, H, W = input_shape
+    batch = rois[:, 0].astype(xp.int64)
     grad = xp.zeros(N * C * H * W, dtype=grad_output.dtype)
     won = argmax >= 0
     plane = (batch[:, None] * C + xp.arange(C)[None, :]) * (H * W)           # R x C: start of each channel
     index = (plane[:, :, None, None] + argmax)[won]
     backend.scatter_add(grad, index, grad_output[won])
     return grad.reshape(N, C, H, W)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# input checks of the public functions (the cores above trust their inputs)
+# ----------------------------------------------------------------------------------------------------------
+
+def _check_features(features):
+    features = as_float_array(features, "features")
+    check_ndim(features, "features", 4, "N x C x H x W")
+    check_finite(features, "features")
+    return features
+
+
+def _check_input_shape(input_shape):
+    try:
+        shape = tuple(int(s) for s in input_shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"input_shape: expected (N, C, H, W), got {input_shape!r}") from None
+    if len(shape) != 4 or min(shape) < 0:
+        raise ValueError(f"input_shape: expected (N, C, H, W) of non-negative sizes, got {input_shape!r}")
+    return shape
+
+
+def _check_rois(rois, num_images, xp):
+    """``rois`` as an R x 5 float array of ``xp`` with image indices in ``[0, num_images)`` and valid boxes."""
+    rois = check_rois(rois, "rois", xp)
+    batch = rois[:, 0]
+    if rois.shape[0] and bool(xp.any((batch != xp.floor(batch)) | (batch < 0) | (batch >= num_images))):
+        raise ValueError(f"rois: column 0 must hold image indices in [0, {num_images})")
+    return rois
+
+
+def _check_scale(spatial_scale):
+    return number(spatial_scale, "spatial_scale", 0, low_open=True)
+
+
+def _check_forward(features, rois, output_size, spatial_scale):
+    """The checks RoIAlign and RoIPool share: ``(features, rois, (oh, ow), spatial_scale)``, the rois cast to
+    the features' dtype."""
+    features = _check_features(features)
+    xp = backend.get_array_module(features)
+    rois = _check_rois(rois, features.shape[0], xp).astype(features.dtype, copy=False)
+    return features, rois, pair(output_size, "output_size"), _check_scale(spatial_scale)
+
+
+def _check_grad_output(grad_output, rois, channels, output_size):
+    grad_output = as_float_array(grad_output, "grad_output")
+    expected = (rois.shape[0], channels) + tuple(output_size)
+    if tuple(grad_output.shape) != expected:
+        raise ValueError(f"grad_output: expected shape {expected} (R x C x oh x ow), got {tuple(grad_output.shape)}")
+    check_finite(grad_output, "grad_output")
+    return grad_output

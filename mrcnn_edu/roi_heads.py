@@ -7,35 +7,36 @@ from, what it must predict, and the mask each RoI must draw.
     gt masks, positive RoIs        ->  mask_targets      ->  R x m x m crops (RoIAlign of the masks)
 
 Everything follows torchvision's ``models/detection/roi_heads.py`` (``select_training_samples``,
-``fastrcnn_loss``, ``project_masks_on_boxes``), vectorized: no loop over RoIs or boxes. Boxes are
-``(x1, y1, x2, y2)`` in continuous pixel coordinates. Shapes: P0 proposals, P sampled RoIs, G ground-truth
-boxes, K classes counting the background as class 0, R positive RoIs, m the mask size.
+``fastrcnn_loss``, ``project_masks_on_boxes``), vectorized: no loop over RoIs or boxes. The matcher and the
+sampler are the RPN's, from ``matching.py``. Each public function checks its inputs, then calls its core
+``_<name>``, which holds only the maths; the model calls the cores. Boxes are ``(x1, y1, x2, y2)`` in
+continuous pixel coordinates. Shapes: P0 proposals, P sampled RoIs, G ground-truth boxes, K classes counting
+the background as class 0, R positive RoIs, m the mask size.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from . import backend
-from ._validate import as_float_array, check_boxes, check_finite, check_ndim, checks_values, pair
-from .boxes import box_decode, box_decode_backward, box_encode, box_iou
-from .losses import giou_loss, smooth_l1_loss, softmax_cross_entropy
-from .roi import roi_align
-from .rpn import BETWEEN_THRESHOLDS, BELOW_LOW_THRESHOLD, BOX_BETA, match_by_iou, sample_balanced
+from ._validate import as_float_array, check_boxes, check_finite, check_ndim, pair
+from .boxes import (BOX_HEAD_WEIGHTS, _box_decode, _box_decode_backward, _box_encode, _box_iou, _check_positive_size,
+                    _weights)
+from .losses import _giou_loss, _smooth_l1_loss, _softmax_cross_entropy
+from .matching import (BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, BOX_BETA, _check_rng, _check_sampler,
+                       _check_thresholds, _match_by_iou, _sample_balanced)
+from .roi import _roi_align
 
-__all__ = ["BOX_HEAD_WEIGHTS", "BOX_LOSSES", "box_head_targets", "fast_rcnn_loss", "mask_targets"]
+__all__ = ["BOX_HEAD_WEIGHTS", "BOX_LOSSES", "BoxHeadTargets", "box_head_targets", "fast_rcnn_loss", "mask_targets"]
 
-BOX_HEAD_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # torchvision's box-head BoxCoder weights
+BOX_LOSSES = ("smooth_l1", "giou")
 
 
-def _int_array(a, name, n, xp):
-    """``a`` as a 1-D integer array of length ``n`` (an empty list is accepted as int64)."""
-    a = xp.asarray(a)
-    if a.size == 0 and a.dtype.kind not in "iu":
-        a = a.astype(xp.int64)
-    if a.dtype.kind not in "iu":
-        raise TypeError(f"{name}: expected integers, got dtype {a.dtype}")
-    check_ndim(a, name, 1, f"{n} integers (a 1-D array)")
-    if a.shape[0] != n:
-        raise ValueError(f"{name}: expected {n} entries, got {a.shape[0]}")
-    return a.astype(xp.int64, copy=False)
+class BoxHeadTargets(NamedTuple):
+    """What ``box_head_targets`` returns, by name (it is still a 4-tuple)."""
+    rois: object                # P x 4 float
+    labels: object              # P int64, class or 0 (background)
+    regression_targets: object  # P x 4 float deltas
+    matched_gt_index: object    # P int64 in [0, G)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -65,17 +66,34 @@ def box_head_targets(proposals, gt_boxes, gt_labels, rng, batch_size_per_image=5
     proposals = check_boxes(proposals, "proposals")
     xp = backend.get_array_module(proposals)
     gt_boxes = check_boxes(gt_boxes, "gt_boxes", xp).astype(proposals.dtype, copy=False)
-    gt_labels = _int_array(gt_labels, "gt_labels", gt_boxes.shape[0], xp)
-    if gt_labels.size and checks_values() and bool((gt_labels < 1).any()):
-        raise ValueError("gt_labels: expected classes >= 1 (0 is the background)")
+    gt_labels = _int_array(gt_labels, "gt_labels", gt_boxes.shape[0], xp, low=1,
+                           what="classes >= 1 (0 is the background)")
+    _check_positive_size(proposals, "proposals")   # the targets divide by the RoIs' sizes and take logs
+    _check_positive_size(gt_boxes, "gt_boxes")
+    _check_thresholds(fg_iou, bg_iou)
+    _check_sampler(batch_size_per_image, positive_fraction)
+    _check_rng(rng)
+    return _box_head_targets(proposals, gt_boxes, gt_labels, rng, batch_size_per_image, positive_fraction, fg_iou,
+                             bg_iou, _weights(weights))
+
+
+def _box_head_targets(proposals, gt_boxes, gt_labels, rng, batch_size_per_image=512, positive_fraction=0.25,
+                      fg_iou=0.5, bg_iou=0.5, weights=BOX_HEAD_WEIGHTS):
+    """The maths of ``box_head_targets``: proposals P0 x 4 and gt_boxes G x 4 of one float dtype, sizes
+    > 0; gt_labels G int64 >= 1; weights 4 floats. Returns a ``BoxHeadTargets``."""
+    xp = backend.get_array_module(proposals)
+    # 1. the ground truth joins the proposals, so that every object has one perfect RoI
     boxes = xp.concatenate([proposals, gt_boxes], axis=0)
+    # 2. match and label: the ground truth's class, 0 for the background, -1 ignored
     matched, labels = _label_proposals(boxes, gt_boxes, gt_labels, fg_iou, bg_iou)
-    pos, neg = sample_balanced(labels, rng, batch_size_per_image, positive_fraction)
-    sampled = xp.nonzero(pos | neg)[0]  # in proposal order, as torchvision's torch.where(pos | neg)
+    # 3. the balanced mini-batch, kept in proposal order (as torchvision's torch.where(pos | neg))
+    pos, neg = _sample_balanced(labels, rng, batch_size_per_image, positive_fraction)
+    sampled = xp.nonzero(pos | neg)[0]
     rois, labels, matched = boxes[sampled], labels[sampled], matched[sampled]
+    # 4. the deltas that move each RoI onto its ground truth
     if gt_boxes.shape[0] == 0:
-        return rois, labels, xp.zeros_like(rois), matched
-    return rois, labels, box_encode(rois, gt_boxes[matched], weights), matched
+        return BoxHeadTargets(rois, labels, xp.zeros_like(rois), matched)
+    return BoxHeadTargets(rois, labels, _box_encode(rois, gt_boxes[matched], weights), matched)
 
 
 def _label_proposals(boxes, gt_boxes, gt_labels, fg_iou, bg_iou):
@@ -84,7 +102,7 @@ def _label_proposals(boxes, gt_boxes, gt_labels, fg_iou, bg_iou):
     if gt_boxes.shape[0] == 0:
         zeros = xp.zeros((boxes.shape[0],), dtype=xp.int64)
         return zeros, zeros.copy()
-    matches = match_by_iou(box_iou(gt_boxes, boxes), fg_iou, bg_iou, allow_low_quality=False)
+    matches = _match_by_iou(_box_iou(gt_boxes, boxes), fg_iou, bg_iou, allow_low_quality=False)
     matched = xp.maximum(matches, 0)
     labels = xp.where(matches == BELOW_LOW_THRESHOLD, 0,
                       xp.where(matches == BETWEEN_THRESHOLDS, -1, gt_labels[matched])).astype(xp.int64)
@@ -93,9 +111,6 @@ def _label_proposals(boxes, gt_boxes, gt_labels, fg_iou, bg_iou):
 
 # ---------------------------------------------------------------------------------------------------------
 # The box head's loss (slide "Fast R-CNN multi-task loss: K+1 softmax, class-specific boxes").
-
-BOX_LOSSES = ("smooth_l1", "giou")
-
 
 def fast_rcnn_loss(class_logits, box_regression, labels, regression_targets, box_loss="smooth_l1", proposals=None,
                    weights=BOX_HEAD_WEIGHTS):
@@ -123,6 +138,9 @@ def fast_rcnn_loss(class_logits, box_regression, labels, regression_targets, box
     regression_targets = as_float_array(regression_targets, "regression_targets", xp)
     check_ndim(class_logits, "class_logits", 2, "P x K logits")
     num_rois, num_classes = class_logits.shape
+    if num_classes == 0:
+        raise ValueError(f"class_logits: expected at least one class along axis 1, got shape {(num_rois, 0)}")
+    check_finite(class_logits, "class_logits")
     if tuple(box_regression.shape) != (num_rois, 4 * num_classes):
         raise ValueError(f"box_regression: expected shape {(num_rois, 4 * num_classes)} (P x 4K), "
                          f"got {tuple(box_regression.shape)}")
@@ -130,7 +148,8 @@ def fast_rcnn_loss(class_logits, box_regression, labels, regression_targets, box
         raise ValueError(f"regression_targets: expected shape {(num_rois, 4)}, got {tuple(regression_targets.shape)}")
     check_finite(box_regression, "box_regression")
     check_finite(regression_targets, "regression_targets")
-    labels = _int_array(labels, "labels", num_rois, xp)
+    labels = _int_array(labels, "labels", num_rois, xp, low=0, high=num_classes,
+                        what=f"class indices in [0, {num_classes - 1}]")
     if box_loss not in BOX_LOSSES:
         raise ValueError(f"box_loss: expected one of {BOX_LOSSES}, got {box_loss!r}")
     if box_loss == "giou":
@@ -139,20 +158,31 @@ def fast_rcnn_loss(class_logits, box_regression, labels, regression_targets, box
         proposals = check_boxes(proposals, "proposals", xp)
         if proposals.shape[0] != num_rois:
             raise ValueError(f"proposals: expected {num_rois} boxes (one per RoI), got {proposals.shape[0]}")
+        weights = _weights(weights)
+    return _fast_rcnn_loss(class_logits, box_regression, labels,
+                           regression_targets.astype(box_regression.dtype, copy=False), box_loss, proposals, weights)
 
-    loss_cls, dclass_logits = softmax_cross_entropy(class_logits, labels)
-    deltas = box_regression.reshape(num_rois, num_classes, 4)
+
+def _fast_rcnn_loss(class_logits, box_deltas, labels, regression_targets, box_loss="smooth_l1", proposals=None,
+                    weights=BOX_HEAD_WEIGHTS):
+    """The maths of ``fast_rcnn_loss`` (torchvision's ``fastrcnn_loss`` plus the gradients): class_logits
+    P x K, box_deltas P x 4K, regression_targets P x 4, float; labels P int64 in [0, K)."""
+    xp = backend.get_array_module(class_logits)
+    num_rois, num_classes = class_logits.shape
+    loss_cls, dclass_logits = _softmax_cross_entropy(class_logits, labels)
+
+    # the box loss: foreground RoIs only, each on the 4 deltas of its own class, summed and divided by P
+    deltas = box_deltas.reshape(num_rois, num_classes, 4)
     ddeltas = xp.zeros_like(deltas)
     positive = xp.nonzero(labels > 0)[0]
+    own = labels[positive]
     loss_box = xp.zeros((), dtype=class_logits.dtype)
     if positive.shape[0]:
-        own = labels[positive]
         if box_loss == "giou":
             box_sum, grad = _giou_of_deltas(deltas[positive, own], regression_targets[positive],
                                             proposals[positive], weights)
         else:
-            box_sum, grad = smooth_l1_loss(deltas[positive, own], regression_targets[positive], beta=BOX_BETA,
-                                           reduction="sum")
+            box_sum, grad = _smooth_l1_loss(deltas[positive, own], regression_targets[positive], BOX_BETA, "sum")
         loss_box = xp.asarray(box_sum / num_rois, dtype=class_logits.dtype)
         ddeltas[positive, own] = grad / num_rois  # each (RoI, class) pair once: plain assignment is safe
     return loss_cls, loss_box, dclass_logits, ddeltas.reshape(num_rois, 4 * num_classes)
@@ -160,9 +190,10 @@ def fast_rcnn_loss(class_logits, box_regression, labels, regression_targets, box
 
 def _giou_of_deltas(pred_deltas, target_deltas, proposals, weights):
     """Summed ``1 - GIoU`` of decoded boxes and its gradient with respect to the deltas (F x 4 each)."""
-    pred = box_decode(pred_deltas, proposals, weights)
-    loss, dboxes = giou_loss(pred, box_decode(target_deltas, proposals, weights), reduction="sum")
-    return loss, box_decode_backward(dboxes, pred_deltas, proposals, weights)
+    pred = _box_decode(pred_deltas, proposals, weights)
+    target = _box_decode(target_deltas, proposals, weights).astype(pred.dtype, copy=False)
+    loss, dboxes = _giou_loss(pred, target, "sum", 1e-7)
+    return loss, _box_decode_backward(dboxes, pred_deltas, proposals, weights)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -190,15 +221,42 @@ def mask_targets(gt_masks, proposals, matched_gt_index, m, aligned=False):
     check_ndim(gt_masks, "gt_masks", 3, "G x H x W masks")
     if gt_masks.dtype.kind not in "biuf":
         raise TypeError(f"gt_masks: expected bool or numeric masks, got dtype {gt_masks.dtype}")
-    maps = gt_masks.astype(proposals.dtype)[:, None]
-    check_finite(maps, "gt_masks")
-    index = _int_array(matched_gt_index, "matched_gt_index", proposals.shape[0], xp)
-    if index.size and checks_values() and bool(((index < 0) | (index >= gt_masks.shape[0])).any()):
-        raise ValueError(f"matched_gt_index: expected indices in [0, {gt_masks.shape[0]})")
-    size = pair(m, "m")
+    gt_masks = gt_masks.astype(proposals.dtype, copy=False)
+    check_finite(gt_masks, "gt_masks")
+    index = _int_array(matched_gt_index, "matched_gt_index", proposals.shape[0], xp, low=0,
+                       high=gt_masks.shape[0], what=f"indices in [0, {gt_masks.shape[0]})")
+    return _mask_targets(gt_masks, proposals, index, pair(m, "m"), aligned)
+
+
+def _mask_targets(gt_masks, proposals, matched_gt_index, size, aligned=False):
+    """The maths of ``mask_targets``: gt_masks G x H x W (bool or float), proposals R x 4 float,
+    matched_gt_index R int64 in [0, G), size ``(m, m)``."""
+    xp = backend.get_array_module(proposals)
     if proposals.shape[0] == 0:
-        return xp.zeros((0,) + size, dtype=proposals.dtype)
-    rois = xp.concatenate([index[:, None].astype(proposals.dtype), proposals], axis=1)
-    targets = roi_align(maps, rois, size, spatial_scale=1.0, sampling_ratio=-1, aligned=aligned)[:, 0]
+        return xp.zeros((0,) + tuple(size), dtype=proposals.dtype)
+    maps = gt_masks.astype(proposals.dtype, copy=False)[:, None]  # the G masks as a G x 1 x H x W feature map
+    rois = xp.concatenate([matched_gt_index[:, None].astype(proposals.dtype), proposals], axis=1)
+    targets = _roi_align(maps, rois, tuple(size), 1.0, -1, bool(aligned))[:, 0]
     # bilinear weights sum to 1 only up to rounding: 1 + 1 ulp would fail the mask loss's [0, 1] check
     return xp.clip(targets, 0, 1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Checks of the public functions (those of thresholds, sampler and rng are matching.py's).
+
+def _int_array(a, name, n, xp, low=0, high=None, what="integers"):
+    """``a`` as a 1-D int64 array of ``n`` entries, each in ``[low, high)`` (``high`` None: no upper bound);
+    out of range raises ``ValueError("{name}: expected {what}, got values in [min, max]")``."""
+    a = xp.asarray(a)
+    if a.size == 0 and a.dtype.kind not in "iu":
+        a = a.astype(xp.int64)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"{name}: expected integers, got dtype {a.dtype}")
+    check_ndim(a, name, 1, f"{n} integers (a 1-D array)")
+    if a.shape[0] != n:
+        raise ValueError(f"{name}: expected {n} entries, got {a.shape[0]}")
+    a = a.astype(xp.int64, copy=False)
+    out_of_range = a < low if high is None else (a < low) | (a >= high)
+    if n and bool(out_of_range.any()):
+        raise ValueError(f"{name}: expected {what}, got values in [{int(a.min())}, {int(a.max())}]")
+    return a

@@ -14,87 +14,29 @@ their deltas, clips to the image, drops tiny boxes and runs NMS.
 
 Everything follows torchvision (``models/detection/_utils.py`` ``Matcher`` and
 ``BalancedPositiveNegativeSampler``, ``models/detection/rpn.py``), vectorized: no Python loop over anchors
-or boxes. Boxes are ``(x1, y1, x2, y2)`` in continuous pixel coordinates (width ``x2 - x1``). Shapes:
-A anchors, G ground-truth boxes, P proposals, N images.
+or boxes. The matcher and the sampler, which the box head uses too, live in ``matching.py`` (and are
+importable from here). Each public function checks its inputs, then calls its core ``_<name>``, which
+holds only the maths; the model calls the cores. Boxes are ``(x1, y1, x2, y2)`` in continuous pixel
+coordinates (width ``x2 - x1``). Shapes: A anchors, G ground-truth boxes, P proposals, N images.
 """
 from __future__ import annotations
 
 from . import backend
-from ._validate import as_float_array, check_boxes, check_finite, check_ndim, check_same_length, checks_values, pair
-from .boxes import box_decode, box_encode, box_iou, clip_boxes_to_image, nms, remove_small_boxes
-from .losses import binary_cross_entropy_with_logits, smooth_l1_loss
+from .activations import sigmoid
+from ._validate import as_float_array, check_boxes, check_finite, check_ndim, check_same_length, number, pair
+from .boxes import (RPN_BOX_WEIGHTS, _box_decode, _box_encode, _box_iou, _check_positive_size, _clip_boxes_to_image,
+                    _nms, _remove_small_boxes)
+from .losses import _binary_cross_entropy_with_logits, _smooth_l1_loss
+# The matcher and the sampler are shared with the box head; they stay importable from here (lesson 03 does).
+from .matching import (BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, BOX_BETA, _check_rng, _check_sampler,
+                       _check_thresholds, _match_by_iou, _sample_balanced, match_by_iou, sample_balanced)
 
 __all__ = ["BELOW_LOW_THRESHOLD", "BETWEEN_THRESHOLDS", "match_by_iou", "match_anchors", "label_anchors",
            "sample_balanced", "rpn_targets", "rpn_loss", "generate_proposals", "generate_proposals_batch"]
 
-BELOW_LOW_THRESHOLD = -1  # matched index of an anchor whose best IoU is < low ("not object")
-BETWEEN_THRESHOLDS = -2   # matched index of an anchor whose best IoU is in [low, high) ("ignored")
-RPN_BOX_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
-BOX_BETA = 1.0 / 9.0      # smooth-L1 beta of both the RPN and the box head, as in torchvision
-
 
 # ---------------------------------------------------------------------------------------------------------
-# Small local checks (the shared _validate module covers arrays of boxes; these cover the knobs).
-
-def _check_thresholds(high, low):
-    if not 0.0 <= low <= high <= 1.0:
-        raise ValueError(f"low, high: expected 0 <= low <= high <= 1, got low={low!r}, high={high!r}")
-
-
-def _check_sampler(batch_size, positive_fraction):
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
-        raise ValueError(f"batch_size_per_image: expected a non-negative int, got {batch_size!r}")
-    if not 0.0 <= positive_fraction <= 1.0:
-        raise ValueError(f"positive_fraction: expected a value in [0, 1], got {positive_fraction!r}")
-
-
-def _check_rng(rng):
-    if not hasattr(rng, "random"):
-        raise TypeError(f"rng: expected a random generator of the backend (numpy.random.Generator on NumPy), "
-                        f"got {type(rng).__name__}")
-
-
-def _sigmoid(x):
-    """Logistic function of a float array, computed from ``exp(-|x|)`` so that it never overflows."""
-    xp = backend.get_array_module(x)
-    e = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Matching and labels (slide "RPN: which anchors are objects").
-
-def match_by_iou(iou, high=0.7, low=0.3, allow_low_quality=True):
-    """The matcher on a precomputed IoU matrix: best ground truth per anchor, or a negative code.
-
-    iou               : G x A float, IoU of every ground-truth box (rows) with every anchor (columns)
-    high, low         : IoU >= high is a match; [low, high) gives BETWEEN_THRESHOLDS (-2); < low gives
-                        BELOW_LOW_THRESHOLD (-1)
-    allow_low_quality : for each ground truth, every anchor whose IoU equals that ground truth's best IoU
-                        (ties included) gets back its own best match, even below ``high`` -- the paper's
-                        "anchor with the highest IoU for a ground-truth box" rule, which makes sure every
-                        object has at least one positive anchor. As in torchvision, a ground truth that
-                        overlaps no anchor at all (best IoU 0) hands its "best" status to every anchor with
-                        IoU 0 to it; such anchors then keep their own argmax, so avoid boxes outside the grid.
-    Returns A int64 matched ground-truth index in [0, G) or -1 / -2 (torchvision's ``Matcher``).
-    With G == 0 every anchor is -1 (not object).
-    """
-    xp = backend.get_array_module(iou)
-    check_ndim(iou, "iou", 2, "G x A")
-    _check_thresholds(high, low)
-    num_gt, num_anchors = iou.shape
-    if num_gt == 0 or num_anchors == 0:
-        return xp.full((num_anchors,), BELOW_LOW_THRESHOLD, dtype=xp.int64)
-    best_iou = iou.max(axis=0)
-    best_gt = iou.argmax(axis=0).astype(xp.int64)
-    matches = xp.where(best_iou < low, BELOW_LOW_THRESHOLD,
-                       xp.where(best_iou < high, BETWEEN_THRESHOLDS, best_gt)).astype(xp.int64)
-    if allow_low_quality:
-        # exact equality on purpose: ties of the best IoU all count, as in torchvision
-        is_best_for_some_gt = (iou == iou.max(axis=1, keepdims=True)).any(axis=0)
-        matches = xp.where(is_best_for_some_gt, best_gt, matches)
-    return matches
-
+# Matching and labels (slide "RPN: which anchors are objects"); the matcher itself is matching.match_by_iou.
 
 def match_anchors(gt_boxes, anchors, high=0.7, low=0.3, allow_low_quality=True):
     """Matched ground-truth index per anchor (torchvision ``Matcher`` on ``box_iou(gt_boxes, anchors)``).
@@ -109,7 +51,13 @@ def match_anchors(gt_boxes, anchors, high=0.7, low=0.3, allow_low_quality=True):
     """
     gt_boxes = check_boxes(gt_boxes, "gt_boxes")
     anchors = check_boxes(anchors, "anchors")
-    return match_by_iou(box_iou(gt_boxes, anchors), high, low, allow_low_quality)
+    _check_thresholds(high, low)
+    return _match_anchors(gt_boxes, anchors, high, low, allow_low_quality)
+
+
+def _match_anchors(gt_boxes, anchors, high=0.7, low=0.3, allow_low_quality=True):
+    """The maths of ``match_anchors``: gt_boxes G x 4, anchors A x 4, float."""
+    return _match_by_iou(_box_iou(gt_boxes, anchors), high, low, allow_low_quality)
 
 
 def label_anchors(anchors, gt_boxes, high=0.7, low=0.3):
@@ -123,52 +71,22 @@ def label_anchors(anchors, gt_boxes, high=0.7, low=0.3):
       matches : A int64, the matched ground-truth index or -1 / -2 as ``match_anchors``
     An image without ground truth labels every anchor 0 (all "not object") and matches -1.
     """
-    anchors = check_boxes(anchors, "anchors")
-    gt_boxes = check_boxes(gt_boxes, "gt_boxes", backend.get_array_module(anchors))
+    anchors, gt_boxes = _anchors_and_gt(anchors, gt_boxes)
+    _check_thresholds(high, low)
+    return _label_anchors(anchors, gt_boxes, high, low)
+
+
+def _label_anchors(anchors, gt_boxes, high=0.7, low=0.3):
+    """The maths of ``label_anchors``: anchors A x 4, gt_boxes G x 4, one float dtype."""
     xp = backend.get_array_module(anchors)
-    matches = match_by_iou(box_iou(gt_boxes.astype(anchors.dtype, copy=False), anchors), high, low, True)
+    matches = _match_by_iou(_box_iou(gt_boxes, anchors), high, low, allow_low_quality=True)
     labels = xp.where(matches >= 0, 1.0, xp.where(matches == BETWEEN_THRESHOLDS, -1.0, 0.0))
     return labels.astype(anchors.dtype), matches
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The balanced mini-batch (slide "RPN mini-batch: 256 anchors, up to 1:1").
-
-def sample_balanced(labels, rng, batch_size=256, positive_fraction=0.5):
-    """Pick a random mini-batch of positives and negatives (torchvision ``BalancedPositiveNegativeSampler``).
-
-    labels            : A float or int array: >= 1 positive (object, or a class id), 0 negative, -1 ignored
-    rng               : random generator of the backend (``numpy.random.Generator`` on NumPy)
-    batch_size        : mini-batch size B per image (256 in the RPN, 512 in the box head)
-    positive_fraction : wanted share of positives (0.5 in the RPN, 0.25 in the box head)
-    Returns ``(pos_mask, neg_mask)``, two A bool arrays, with
-      num_pos = min(int(B * positive_fraction), #positives)
-      num_neg = min(B - num_pos, #negatives)
-    chosen uniformly without replacement. Vectorized: each element draws a uniform random key, and the
-    positives (negatives) with the smallest keys win -- the first entries of a random permutation.
-    The draw is not torchvision's (that one uses ``torch.randperm``); the counts are the same.
-    """
-    xp = backend.get_array_module(labels)
-    labels = xp.asarray(labels)
-    check_ndim(labels, "labels", 1, "a 1-D array of A labels")
-    _check_sampler(batch_size, positive_fraction)
-    _check_rng(rng)
-    positive, negative = labels >= 1, labels == 0
-    num_pos = min(int(batch_size * positive_fraction), int(positive.sum()))
-    num_neg = min(batch_size - num_pos, int(negative.sum()))
-    keys = xp.asarray(rng.random(labels.shape[0]))
-    return _first_by_key(positive, keys, num_pos), _first_by_key(negative, keys, num_neg)
-
-
-def _first_by_key(candidates, keys, count):
-    """Mask of the ``count`` candidates with the smallest keys (keys in [0, 1); others pushed to 2)."""
-    xp = backend.get_array_module(candidates)
-    mask = xp.zeros(candidates.shape, dtype=bool)
-    if count > 0:
-        order = xp.argsort(xp.where(candidates, keys, 2.0))
-        mask[order[:count]] = True
-    return mask
-
+# The mini-batch and its targets (slide "RPN mini-batch: 256 anchors, up to 1:1"); the sampler itself is
+# matching.sample_balanced.
 
 def rpn_targets(anchors, gt_boxes, rng, batch_size_per_image=256, positive_fraction=0.5, high=0.7, low=0.3):
     """Labels and regression targets of one image's anchors, after sampling the mini-batch.
@@ -184,16 +102,24 @@ def rpn_targets(anchors, gt_boxes, rng, batch_size_per_image=256, positive_fract
                            anchor that is not an object is encoded against ground truth 0, and an image
                            without ground truth gets zeros.
     """
-    anchors = check_boxes(anchors, "anchors")
+    anchors, gt_boxes = _anchors_and_gt(anchors, gt_boxes)
+    _check_positive_size(anchors, "anchors")    # the targets divide by the anchors' sizes and take logs
+    _check_positive_size(gt_boxes, "gt_boxes")
+    _check_thresholds(high, low)
+    _check_sampler(batch_size_per_image, positive_fraction)
+    _check_rng(rng)
+    return _rpn_targets(anchors, gt_boxes, rng, batch_size_per_image, positive_fraction, high, low)
+
+
+def _rpn_targets(anchors, gt_boxes, rng, batch_size_per_image=256, positive_fraction=0.5, high=0.7, low=0.3):
+    """The maths of ``rpn_targets``: anchors A x 4, gt_boxes G x 4 (G may be 0), one float dtype, sizes > 0."""
     xp = backend.get_array_module(anchors)
-    gt_boxes = check_boxes(gt_boxes, "gt_boxes", xp).astype(anchors.dtype, copy=False)
-    labels, matches = label_anchors(anchors, gt_boxes, high, low)
-    pos, neg = sample_balanced(labels, rng, batch_size_per_image, positive_fraction)
+    labels, matches = _label_anchors(anchors, gt_boxes, high, low)
+    pos, neg = _sample_balanced(labels, rng, batch_size_per_image, positive_fraction)
     sampled_labels = xp.where(pos, 1.0, xp.where(neg, 0.0, -1.0)).astype(anchors.dtype)
     if gt_boxes.shape[0] == 0:
         return sampled_labels, xp.zeros_like(anchors)
-    targets = box_encode(anchors, gt_boxes[xp.maximum(matches, 0)], RPN_BOX_WEIGHTS)
-    return sampled_labels, targets
+    return sampled_labels, _box_encode(anchors, gt_boxes[xp.maximum(matches, 0)], RPN_BOX_WEIGHTS)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -217,7 +143,15 @@ def rpn_loss(objectness, deltas, labels, regression_targets):
     deltas = as_float_array(deltas, "deltas", xp)
     labels = as_float_array(labels, "labels", xp)
     regression_targets = as_float_array(regression_targets, "regression_targets", xp)
-    _check_loss_shapes(objectness, deltas, labels, regression_targets)
+    _check_loss_inputs(objectness, deltas, labels, regression_targets)
+    return _rpn_loss(objectness, deltas, labels.astype(objectness.dtype, copy=False),
+                     regression_targets.astype(deltas.dtype, copy=False))
+
+
+def _rpn_loss(objectness, deltas, labels, regression_targets):
+    """The maths of ``rpn_loss``: objectness and labels (...) of one float dtype (labels -1, 0, 1),
+    deltas and regression_targets (..., 4) of one float dtype."""
+    xp = backend.get_array_module(objectness)
     logits, d4 = objectness.reshape(-1), deltas.reshape(-1, 4)
     flat_labels, t4 = labels.reshape(-1), regression_targets.reshape(-1, 4)
     sampled = xp.nonzero(flat_labels >= 0)[0]
@@ -227,29 +161,14 @@ def rpn_loss(objectness, deltas, labels, regression_targets):
     zero = xp.zeros((), dtype=objectness.dtype)
     if num_sampled == 0:
         return zero, zero.copy(), dlogits.reshape(objectness.shape), dd4.reshape(deltas.shape)
-    loss_obj, grad_obj = binary_cross_entropy_with_logits(logits[sampled], flat_labels[sampled], reduction="mean")
+    loss_obj, grad_obj = _binary_cross_entropy_with_logits(logits[sampled], flat_labels[sampled], "mean")
     dlogits[sampled] = grad_obj
     loss_box = zero
     if positive.shape[0]:
-        box_sum, grad_box = smooth_l1_loss(d4[positive], t4[positive], beta=BOX_BETA, reduction="sum")
+        box_sum, grad_box = _smooth_l1_loss(d4[positive], t4[positive], BOX_BETA, "sum")
         loss_box = xp.asarray(box_sum / num_sampled, dtype=objectness.dtype)
         dd4[positive] = grad_box / num_sampled
     return loss_obj, loss_box, dlogits.reshape(objectness.shape), dd4.reshape(deltas.shape)
-
-
-def _check_loss_shapes(objectness, deltas, labels, regression_targets):
-    for a, name in ((objectness, "objectness"), (deltas, "deltas"), (labels, "labels"),
-                    (regression_targets, "regression_targets")):
-        check_finite(a, name)
-    if labels.shape != objectness.shape:
-        raise ValueError(f"labels: expected shape {tuple(objectness.shape)} like objectness, got {tuple(labels.shape)}")
-    want = tuple(objectness.shape) + (4,)
-    if tuple(deltas.shape) != want:
-        raise ValueError(f"deltas: expected shape {want} (objectness shape x 4), got {tuple(deltas.shape)}")
-    if tuple(regression_targets.shape) != want:
-        raise ValueError(f"regression_targets: expected shape {want}, got {tuple(regression_targets.shape)}")
-    if labels.size and checks_values() and not bool(((labels == -1) | (labels == 0) | (labels == 1)).all()):
-        raise ValueError("labels: expected values -1 (not sampled), 0 (not object) or 1 (object)")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -274,30 +193,26 @@ def generate_proposals(anchors, objectness, deltas, image_size, pre_nms_top_n=20
     objectness = as_float_array(objectness, "objectness", xp)
     deltas = as_float_array(deltas, "deltas", xp)
     _check_proposal_inputs(anchors, objectness, deltas)
-    height, width = pair(image_size, "image_size")
-    for value, name in ((pre_nms_top_n, "pre_nms_top_n"), (post_nms_top_n, "post_nms_top_n")):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name}: expected a non-negative int, got {value!r}")
+    image_size = pair(image_size, "image_size")
+    settings = _proposal_settings(pre_nms_top_n, post_nms_top_n, nms_thresh, min_size, score_thresh)
+    return _generate_proposals(anchors, objectness, deltas, image_size, *settings)
+
+
+def _generate_proposals(anchors, objectness, deltas, image_size, pre_nms_top_n=2000, post_nms_top_n=2000,
+                        nms_thresh=0.7, min_size=1e-3, score_thresh=0.0):
+    """The maths of ``generate_proposals``: anchors A x 4, objectness A, deltas A x 4, float; image_size
+    ``(height, width)``; the rest as the public function's, already checked."""
+    xp = backend.get_array_module(anchors)
     top = xp.argsort(-objectness)[:pre_nms_top_n]
-    boxes = box_decode(deltas[top], anchors[top].astype(deltas.dtype, copy=False), weights=RPN_BOX_WEIGHTS)
-    scores = _sigmoid(objectness[top])
-    boxes = clip_boxes_to_image(boxes, (height, width))
-    keep = remove_small_boxes(boxes, min_size)
+    boxes = _box_decode(deltas[top], anchors[top].astype(deltas.dtype, copy=False), RPN_BOX_WEIGHTS)
+    scores = sigmoid(objectness[top])
+    boxes = _clip_boxes_to_image(boxes, image_size)
+    keep = _remove_small_boxes(boxes, min_size)
     boxes, scores = boxes[keep], scores[keep]
     keep = xp.nonzero(scores >= score_thresh)[0]  # ">=" as torchvision, so score_thresh=0 keeps all
     boxes, scores = boxes[keep], scores[keep]
-    keep = nms(boxes, scores, nms_thresh)[:post_nms_top_n]
+    keep = _nms(boxes, scores, nms_thresh)[:post_nms_top_n]
     return boxes[keep], scores[keep]
-
-
-def _check_proposal_inputs(anchors, objectness, deltas):
-    check_ndim(objectness, "objectness", 1, "A logits")
-    check_same_length(anchors, "anchors", objectness, "objectness")
-    if deltas.ndim != 2 or deltas.shape[1] != 4:
-        raise ValueError(f"deltas: expected A x 4, got shape {tuple(deltas.shape)}")
-    check_same_length(anchors, "anchors", deltas, "deltas")
-    check_finite(objectness, "objectness")
-    check_finite(deltas, "deltas")
 
 
 def generate_proposals_batch(anchors, objectness, deltas, image_sizes, pre_nms_top_n=2000, post_nms_top_n=2000,
@@ -311,18 +226,75 @@ def generate_proposals_batch(anchors, objectness, deltas, image_sizes, pre_nms_t
     Returns a list of N ``(boxes P_i x 4, scores P_i)`` pairs.
     """
     xp = backend.get_array_module(objectness)
-    objectness = xp.asarray(objectness)
+    objectness = as_float_array(objectness, "objectness", xp)
     check_ndim(objectness, "objectness", 2, "N x A logits")
-    deltas = xp.asarray(deltas)
-    if deltas.ndim != 3 or deltas.shape[0] != objectness.shape[0]:
-        raise ValueError(f"deltas: expected N x A x 4 with N = {objectness.shape[0]}, got shape {tuple(deltas.shape)}")
-    if len(image_sizes) != objectness.shape[0]:
-        raise ValueError(f"image_sizes: expected {objectness.shape[0]} (height, width) pairs, got {len(image_sizes)}")
+    num_images = objectness.shape[0]
+    deltas = as_float_array(deltas, "deltas", xp)
+    if deltas.ndim != 3 or deltas.shape[0] != num_images:
+        raise ValueError(f"deltas: expected N x A x 4 with N = {num_images}, got shape {tuple(deltas.shape)}")
+    if len(image_sizes) != num_images:
+        raise ValueError(f"image_sizes: expected {num_images} (height, width) pairs, got {len(image_sizes)}")
     anchors = xp.asarray(anchors)
-    per_image = anchors if anchors.ndim == 3 else [anchors] * objectness.shape[0]
-    if anchors.ndim == 3 and anchors.shape[0] != objectness.shape[0]:
-        raise ValueError(f"anchors: expected A x 4 or N x A x 4 with N = {objectness.shape[0]}, "
+    if anchors.ndim == 3 and anchors.shape[0] != num_images:
+        raise ValueError(f"anchors: expected A x 4 or N x A x 4 with N = {num_images}, "
                          f"got shape {tuple(anchors.shape)}")
-    return [generate_proposals(per_image[i], objectness[i], deltas[i], image_sizes[i], pre_nms_top_n,
-                               post_nms_top_n, nms_thresh, min_size, score_thresh)
-            for i in range(objectness.shape[0])]
+    per_image = ([check_boxes(a, "anchors", xp) for a in anchors] if anchors.ndim == 3
+                 else [check_boxes(anchors, "anchors", xp)] * num_images)
+    for a, o, d in zip(per_image, objectness, deltas):
+        _check_proposal_inputs(a, o, d)
+    sizes = [pair(s, "image_sizes") for s in image_sizes]
+    settings = _proposal_settings(pre_nms_top_n, post_nms_top_n, nms_thresh, min_size, score_thresh)
+    return [_generate_proposals(per_image[i], objectness[i], deltas[i], sizes[i], *settings)
+            for i in range(num_images)]
+
+
+def _generate_proposals_batch(anchors, objectness, deltas, image_size, pre_nms_top_n, post_nms_top_n, nms_thresh,
+                              min_size):
+    """The proposal boxes of each image of a batch: a list of N arrays P_i x 4 (anchors A x 4 shared, objectness
+    N x A, deltas N x A x 4, one ``(height, width)`` for all images; no score threshold)."""
+    return [_generate_proposals(anchors, objectness[i], deltas[i], image_size, pre_nms_top_n, post_nms_top_n,
+                                nms_thresh, min_size)[0] for i in range(objectness.shape[0])]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Checks of the public functions (the shared ones, of thresholds, sampler and rng, are in matching.py).
+
+def _anchors_and_gt(anchors, gt_boxes):
+    """Both box arrays checked, the ground truth in the anchors' array module and dtype."""
+    anchors = check_boxes(anchors, "anchors")
+    gt_boxes = check_boxes(gt_boxes, "gt_boxes", backend.get_array_module(anchors))
+    return anchors, gt_boxes.astype(anchors.dtype, copy=False)
+
+
+def _check_loss_inputs(objectness, deltas, labels, regression_targets):
+    for a, name in ((objectness, "objectness"), (deltas, "deltas"), (labels, "labels"),
+                    (regression_targets, "regression_targets")):
+        check_finite(a, name)
+    if labels.shape != objectness.shape:
+        raise ValueError(f"labels: expected shape {tuple(objectness.shape)} like objectness, got {tuple(labels.shape)}")
+    want = tuple(objectness.shape) + (4,)
+    if tuple(deltas.shape) != want:
+        raise ValueError(f"deltas: expected shape {want} (objectness shape x 4), got {tuple(deltas.shape)}")
+    if tuple(regression_targets.shape) != want:
+        raise ValueError(f"regression_targets: expected shape {want}, got {tuple(regression_targets.shape)}")
+    if labels.size and not bool(((labels == -1) | (labels == 0) | (labels == 1)).all()):
+        raise ValueError("labels: expected values -1 (not sampled), 0 (not object) or 1 (object)")
+
+
+def _check_proposal_inputs(anchors, objectness, deltas):
+    check_ndim(objectness, "objectness", 1, "A logits")
+    check_same_length(anchors, "anchors", objectness, "objectness")
+    if deltas.ndim != 2 or deltas.shape[1] != 4:
+        raise ValueError(f"deltas: expected A x 4, got shape {tuple(deltas.shape)}")
+    check_same_length(anchors, "anchors", deltas, "deltas")
+    check_finite(objectness, "objectness")
+    check_finite(deltas, "deltas")
+
+
+def _proposal_settings(pre_nms_top_n, post_nms_top_n, nms_thresh, min_size, score_thresh):
+    """The knobs of ``generate_proposals``, checked, in its order."""
+    for value, name in ((pre_nms_top_n, "pre_nms_top_n"), (post_nms_top_n, "post_nms_top_n")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name}: expected a non-negative int, got {value!r}")
+    return (pre_nms_top_n, post_nms_top_n, number(nms_thresh, "nms_thresh", 0.0, 1.0), number(min_size, "min_size"),
+            number(score_thresh, "score_thresh"))

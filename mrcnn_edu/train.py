@@ -33,13 +33,13 @@ from tqdm.auto import tqdm
 
 from . import backend
 from .checkpoint import load_checkpoint, save_checkpoint
-from .evaluate import evaluate_coco, predict_in_batches
+from .evaluate import evaluate_coco
+from .inference import predict_in_batches
 from .model import MaskRCNN, ModelConfig
 from .optim import AdamW, WarmupCosineLR, clip_grad_norm
 
-__all__ = ["TrainConfig", "train", "predict_in_batches", "TrainingDiverged", "RunExistsError", "open_data",
-           "ShapesData", "CocoData", "split_held_out", "check_run_folder", "step_memory_mb", "check_memory", "load_model",
-           "RUN_FILES"]
+__all__ = ["TrainConfig", "train", "TrainingDiverged", "RunExistsError", "open_data", "ShapesData", "CocoData",
+           "split_held_out", "check_run_folder", "step_memory_mb", "check_memory", "RUN_FILES"]
 
 # what a run writes into its folder: ``overwrite`` removes these and nothing else
 RUN_FILES = ("model.npz", "checkpoint.npz", "metrics.jsonl", "summary.json", "curves.png", "predictions.png",
@@ -388,8 +388,7 @@ def train(out_dir, model_config=None, train_config=None, resume=False, data=None
     def diverged(what):
         kept = (f"The last good checkpoint is {ckpt_path} (step {saved_step})" if saved_step is not None else
                 f"No checkpoint was written yet (the first comes at step {tcfg.checkpoint_every})")
-        return TrainingDiverged(f"step {step}: {what}; stopped. {kept}. Lower --lr or check the data "
-                                "(MRCNN_EDU_STRICT=1 checks every layer and names the first NaN)")
+        return TrainingDiverged(f"step {step}: {what}; stopped. {kept}. Lower --lr or check the data")
 
     bar = tqdm(total=tcfg.steps, initial=step, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
     try:
@@ -486,15 +485,3 @@ def _peak_memory_mb():
         return round(peak / (2 ** 20 if sys.platform == "darwin" else 2 ** 10), 1)  # bytes on macOS, KiB on Linux
     except (ImportError, OSError):
         return None
-
-
-def load_model(path):
-    """A ``MaskRCNN`` and its class names from ``model.npz`` or ``checkpoint.npz``."""
-    header = load_checkpoint(path)
-    config = header["config"]
-    if "model" not in config:
-        from .checkpoint import CheckpointError
-        raise CheckpointError(f"{path}: not a mrcnn-edu model (no model config inside)")
-    model = MaskRCNN(ModelConfig.from_dict(config["model"]), rng=np.random.default_rng(0))
-    load_checkpoint(path, model.parameters())
-    return model.eval(), config.get("class_names", [])

@@ -1,9 +1,8 @@
 """Figures of the lecture's stages (host-only: everything is moved to NumPy with ``backend.to_host``).
 
 Each function draws one stage onto a new matplotlib figure and returns it; ``save`` writes it as PNG.
-The stage functions themselves live in the library; nothing here recomputes them. One exception serves the
-stage-9 failure figures: ``classify_detections`` runs, per detection, the greedy matching of the COCO metric
-(pycocotools keeps only per-class counts) and names what went wrong with each detection that did not match.
+The stage functions themselves live in the library; nothing here recomputes them (the stage-9 failure
+figures take their verdicts from ``ap.classify_detections``).
 """
 from __future__ import annotations
 
@@ -17,13 +16,12 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
 from . import backend
-from ._validate import as_float_array, check_finite, check_ndim, check_same_length, number
 from .boxes import box_iou
-from .evaluate import greedy_match, mask_iou
+from .ap import OUTCOMES, classify_detections, mask_iou
 
 __all__ = ["draw_boxes", "anchors_figure", "iou_figure", "rpn_labels_figure", "nms_figure", "roi_figure",
            "smooth_l1_figure", "draw_instances", "predictions_figure", "training_curves_figure", "save",
-           "OUTCOMES", "classify_detections", "draw_failures", "failures_figure"]
+           "OUTCOME_COLOURS", "draw_failures", "failures_figure"]
 
 LABEL_COLOURS = {1: "tab:green", 0: "tab:red", -1: "0.7"}
 
@@ -236,73 +234,8 @@ def save(fig, path):
 # stage 9: which detections are right, and how the others fail
 # ----------------------------------------------------------------------------------------------------------
 
-# What happened to a detection (its index in OUTCOMES), after the greedy matching of the COCO metric:
-#   true positive  matched a not yet matched object of its class with IoU >= the threshold
-#   duplicate      its class's object is there (IoU >= threshold), but a higher-scored detection took it
-#   wrong class    it covers an object (IoU >= threshold) of another class
-#   mislocalized   it overlaps an object (any class) only with LOW_IOU <= IoU < threshold
-#   background     it overlaps no object (IoU < LOW_IOU with all of them)
-OUTCOMES = ("true positive", "duplicate", "wrong class", "mislocalized", "background")
-OUTCOME_COLOURS = ("tab:green", "tab:purple", "tab:orange", "tab:red", "tab:brown")
+OUTCOME_COLOURS = ("tab:green", "tab:purple", "tab:orange", "tab:red", "tab:brown")   # by OUTCOMES
 MISSED_COLOUR = "tab:cyan"
-LOW_IOU = 0.1   # below it a detection is "on the background" (Hoiem et al., "Diagnosing error in object detectors")
-
-
-def _int_labels(labels, name):
-    labels = _host(labels)
-    if labels.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    check_ndim(labels, name, 1, "a 1-D array of classes")
-    if labels.dtype.kind not in "iu":
-        raise TypeError(f"{name}: expected integer classes, got dtype {labels.dtype}")
-    return labels.astype(np.int64)
-
-
-def classify_detections(iou, gt_labels, labels, scores, iou_threshold=0.5, score_min=0.5):
-    """Sort one image's detections into ``OUTCOMES`` and find the objects nobody detected (lecture stage 9).
-
-    iou           : D x G IoU of the detections with the ground-truth objects (``boxes.box_iou`` of the
-                    boxes, or ``evaluate.mask_iou`` of the masks)
-    gt_labels     : G int classes of the objects;  labels : D int classes of the detections
-    scores        : D float; detections below ``score_min`` are left out (outcome -1), as on a picture
-    iou_threshold : IoU a true positive needs (0.5: the AP50 rule)
-    Matching is COCO's: by decreasing score, each detection takes the not yet taken object of its class
-    with the highest IoU >= ``iou_threshold``.
-    returns a dict of host arrays:
-      ``outcome``  D int64, an index into ``OUTCOMES`` (0 true positive, ..., 4 background), -1 when left out
-      ``gt_index`` D int64, the object a true positive matched, -1 for every other detection
-      ``missed``   G bool, True for an object that no true positive matched
-    """
-    gt_labels = _int_labels(gt_labels, "gt_labels")
-    labels = _int_labels(labels, "labels")
-    scores = as_float_array(_host(scores), "scores").reshape(-1)
-    check_finite(scores, "scores")
-    check_same_length(labels, "labels", scores, "scores")
-    iou = as_float_array(_host(iou), "iou")
-    shape = (len(labels), len(gt_labels))
-    if iou.size == 0 and 0 in shape:
-        iou = iou.reshape(shape)
-    if iou.shape != shape:
-        raise ValueError(f"iou: expected D x G = {shape[0]} x {shape[1]} (detections x objects), got {iou.shape}")
-    check_finite(iou, "iou")
-    threshold = number(iou_threshold, "iou_threshold", 0, 1, low_open=True)
-    score_min = number(score_min, "score_min")
-    shown = np.flatnonzero(scores >= score_min)
-    order = shown[np.argsort(-scores[shown], kind="stable")]      # equal scores: the earlier detection first
-    iou_s, same = iou[order], labels[order][:, None] == gt_labels[None, :]
-    match = greedy_match(same & (iou_s >= threshold), iou_s)
-
-    best_same = np.where(same, iou_s, 0.0).max(axis=1, initial=0.0)
-    best_other = np.where(same, 0.0, iou_s).max(axis=1, initial=0.0)
-    best_any = iou_s.max(axis=1, initial=0.0)
-    outcome_s = np.select([match >= 0, best_same >= threshold, best_other >= threshold, best_any >= LOW_IOU],
-                          [0, 1, 2, 3], default=4)
-    outcome = np.full(len(labels), -1, dtype=np.int64)
-    gt_index = np.full(len(labels), -1, dtype=np.int64)
-    outcome[order], gt_index[order] = outcome_s, match
-    missed = np.ones(len(gt_labels), dtype=bool)
-    missed[match[match >= 0]] = False
-    return dict(outcome=outcome, gt_index=gt_index, missed=missed)
 
 
 def _pair_iou(ground_truth, detection, iou_type):

@@ -104,3 +104,11 @@ def test_bad_input_helpers(xp):
         base_anchors((128,), (-1.0,))
     with pytest.raises(ValueError, match="^stride: expected a positive number"):
         grid_size((600, 800), -16)
+
+
+def test_the_core_gives_the_public_anchors(xp):
+    from mrcnn_edu.anchors import _generate_anchors
+    want = generate_anchors((64, 96), 16, (32, 64), (0.5, 1.0, 2.0), offset=0.5)
+    got = _generate_anchors((64, 96), 16, (32, 64), (0.5, 1.0, 2.0), 0.5)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(backend.to_host(got), backend.to_host(want))

@@ -241,27 +241,3 @@ def test_rng_on_numpy_is_numpys_default_generator(restore_backend):
     backend.use("numpy")
     np.testing.assert_array_equal(backend.rng(3).standard_normal(4), np.random.default_rng(3).standard_normal(4))
     assert isinstance(backend.rng(), np.random.Generator)
-
-
-def test_trusted_skips_only_the_value_checks_and_ends_with_its_block():
-    from mrcnn_edu import _validate
-    from mrcnn_edu.boxes import box_iou
-    nan_box, flipped = np.array([[0, 0, np.nan, 1]]), np.array([[5, 5, 1, 1]], np.float64)
-    with pytest.raises(ValueError, match="contains NaN"):
-        _validate.check_finite(nan_box, "a")
-    with pytest.raises(ValueError, match="x2 >= x1"):
-        box_iou(flipped, flipped)
-    with _validate.trusted():
-        assert not _validate.checks_values()
-        _validate.check_finite(nan_box, "a")   # skipped
-        box_iou(flipped, flipped)              # skipped: the caller vouches for its boxes
-        with pytest.raises(ValueError, match="expected N x 4"):  # shapes are still checked
-            box_iou(np.zeros((2, 3)), flipped)
-        with _validate.trusted():
-            pass
-        assert not _validate.checks_values()   # a nested block does not end the outer one
-    assert _validate.checks_values()
-    with pytest.raises(RuntimeError):
-        with _validate.trusted():
-            raise RuntimeError
-    assert _validate.checks_values()            # restored after an exception too

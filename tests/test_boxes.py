@@ -322,3 +322,22 @@ def test_box_functions_compute_float16_in_float32(xp):
     np.testing.assert_array_equal(host(nms(half, scores, 0.5)), [0, 1])
     np.testing.assert_array_equal(host(batched_nms(half, scores, xp.asarray([1, 1, 2]), 0.5)), [0, 1, 2])
     np.testing.assert_array_equal(host(remove_small_boxes(half, 300)), [0, 1, 2])
+
+
+# ------------------------------------------------------------------------------------------- the cores
+def test_the_cores_handle_empty_input_and_give_the_public_results(xp, rng):
+    from mrcnn_edu import boxes as lib
+    empty = xp.zeros((0, 4))
+    for keep in (lib._nms(empty, xp.zeros(0), 0.5), lib._batched_nms(empty, xp.zeros(0), xp.zeros(0, xp.int64), 0.5)):
+        assert keep.shape == (0,) and keep.dtype == xp.int64
+    b = xp.asarray(random_boxes(rng, 30))
+    scores, idxs = xp.asarray(rng.random(30)), xp.asarray(rng.integers(0, 3, 30))
+    np.testing.assert_array_equal(host(lib._batched_nms(b, scores, idxs, 0.5)), host(batched_nms(b, scores, idxs, 0.5)))
+    deltas = xp.asarray(rng.normal(0, 0.5, (30, 8)))
+    np.testing.assert_array_equal(host(lib._box_decode(deltas, b, lib.BOX_HEAD_WEIGHTS)),
+                                  host(box_decode(deltas, b, (10, 10, 5, 5))))
+    np.testing.assert_array_equal(host(lib._box_encode(b, b[::-1], lib.BOX_HEAD_WEIGHTS)),
+                                  host(box_encode(b, b[::-1], (10, 10, 5, 5))))
+    np.testing.assert_array_equal(host(lib._clip_boxes_to_image(b, (100, 200))),
+                                  host(clip_boxes_to_image(b, (100, 200))))
+    np.testing.assert_array_equal(host(lib._remove_small_boxes(b, 50.0)), host(remove_small_boxes(b, 50)))

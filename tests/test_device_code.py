@@ -24,11 +24,15 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mrcnn_edu"
 #   train.py       the training loop: host batches in, model.normalize moves them to the device
 #   evaluate.py    the COCO metric (pycocotools) runs on host arrays
 #   lessons.py     copies files and runs pytest for the student workflow
+#   ap.py          COCO AP by hand, on host arrays (as pycocotools)
+#   inference.py   loads a model file and stacks host images into batches
+#   demo.py        prints and draws the lecture's worked examples
 #   explore.py     looks at a data set (anchor fit, a browsing grid): statistics and figures on host arrays
 #   data/          the shapes data set and COCO I/O build host images and masks
 #   *_host*        any module whose name says it runs on the host
 HOST_ONLY_FILES = frozenset({"backend.py", "gradcheck.py", "checkpoint.py", "cli.py", "visualize.py", "train.py",
-                             "evaluate.py", "lessons.py", "explore.py"})
+                             "evaluate.py", "lessons.py", "explore.py", "ap.py", "inference.py",
+                             "demo.py"})
 HOST_ONLY_DIRS = frozenset({"data"})
 HOST_ONLY_NAME_PART = "_host"
 

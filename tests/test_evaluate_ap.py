@@ -13,9 +13,9 @@ from pycocotools.cocoeval import COCOeval, Params
 from mrcnn_edu.data.coco import coco_from_dict, encode_masks
 from mrcnn_edu.data.shapes import boxes_from_masks, validation_set
 from mrcnn_edu.boxes import box_iou
-from mrcnn_edu.evaluate import (IOU_THRESHOLDS, RECALL_THRESHOLDS, ap_at_thresholds, average_precision,
-                                coco_evaluate, detections_to_coco, mask_iou, match_detections, precision_recall,
-                                shapes_ground_truth)
+from mrcnn_edu.ap import (IOU_THRESHOLDS, RECALL_THRESHOLDS, ap_at_thresholds, average_precision, mask_iou,
+                          match_detections, precision_recall)
+from mrcnn_edu.evaluate import coco_evaluate, detections_to_coco, shapes_ground_truth
 
 # The worked example of lessons/09_evaluate/README.md: 5 detections (rows, by decreasing score) and 3 objects.
 EXAMPLE_IOUS = np.array([[0.80, 0.10, 0.00],

@@ -267,6 +267,48 @@ def test_empty_mask_losses(xp, loss_fn):
     assert grad.shape == (0, 4, 7, 7)
 
 
+# --------------------------------------------------------------------------------------------- the cores
+
+def test_each_core_gives_its_public_function_s_result(xp, rng):
+    """The model calls the cores (``_<name>``) on arrays it made: the same result, bit for bit."""
+    from mrcnn_edu import losses
+    f32 = functools.partial(xp.asarray, dtype=xp.float32)
+    pred, target = f32(rng.standard_normal((6, 4))), f32(rng.standard_normal((6, 4)))
+    logits, labels = f32(rng.standard_normal((5, 4))), xp.asarray(rng.integers(0, 4, 5))
+    x, t = f32(rng.standard_normal(7) * 3), f32(rng.random(7))
+    mask_logits, mask_labels, mask_targets = (f32(a) if a.dtype.kind == "f" else xp.asarray(a)
+                                              for a in mask_inputs(rng))
+    boxes = f32(np.column_stack([rng.uniform(0, 5, (4, 2)), rng.uniform(6, 9, (4, 2))]))
+    cases = [
+        (losses.smooth_l1_loss(pred, target, 1 / 9, "sum"), losses._smooth_l1_loss(pred, target, 1 / 9, "sum")),
+        (losses.softmax_cross_entropy(logits, labels), losses._softmax_cross_entropy(logits, labels)),
+        (losses.binary_cross_entropy_with_logits(x, t), losses._binary_cross_entropy_with_logits(x, t, "mean")),
+        (losses.sigmoid_mask_loss(mask_logits, mask_labels, mask_targets),
+         losses._sigmoid_mask_loss(mask_logits, mask_labels, mask_targets)),
+        (losses.softmax_mask_loss(mask_logits, mask_labels, mask_targets),
+         losses._softmax_mask_loss(mask_logits, mask_labels, mask_targets)),
+        (losses.giou_loss(boxes, boxes[::-1]), losses._giou_loss(boxes, boxes[::-1], "sum", 1e-7)),
+    ]
+    for (loss, grad), (core_loss, core_grad) in cases:
+        assert core_loss.dtype == core_grad.dtype == xp.float32
+        np.testing.assert_array_equal(host(core_loss), host(loss))
+        np.testing.assert_array_equal(host(core_grad), host(grad))
+
+
+# --------------------------------------------------------------------------------------------- activations
+
+def test_sigmoid_and_softmax_are_stable_and_keep_the_dtype(xp):
+    from mrcnn_edu.activations import log_softmax, sigmoid, softmax
+    x = xp.asarray([-1000.0, -1.0, 0.0, math.log(3.0), 1000.0], dtype=xp.float32)
+    s = sigmoid(x)
+    assert s.dtype == xp.float32
+    assert_close(s, [0.0, 1 / (1 + math.e), 0.5, 0.75, 1.0], rtol=1e-6, atol=1e-7, what="sigmoid")
+    z = xp.asarray([[1000.0, 1000.0 + math.log(3.0)], [-5.0, -5.0]])
+    assert_close(softmax(z), [[0.25, 0.75], [0.5, 0.5]], what="softmax along the last axis")
+    assert_close(log_softmax(z), np.log([[0.25, 0.75], [0.5, 0.5]]), what="log_softmax")
+    assert_close(softmax(z.T, axis=0), [[0.25, 0.5], [0.75, 0.5]], what="softmax along axis 0")
+
+
 # --------------------------------------------------------------------------------------------- bad inputs
 
 def test_bad_smooth_l1_inputs(xp):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mrcnn_edu import backend
+from mrcnn_edu._validate import pair
 from mrcnn_edu.gradcheck import check_gradients
 from mrcnn_edu.nn import functional as F
 
@@ -79,7 +80,7 @@ CONV_CASES = [
 @pytest.mark.parametrize("case", CONV_CASES)
 def test_conv2d_matches_loops(xp, rng, case):
     n, c, h, w, c_out, k, s, p = case
-    k, s, p = (F.size_pair(v, "v", 0) for v in (k, s, p))
+    k, s, p = (pair(v, "v", 0) for v in (k, s, p))
     x, wt, b = rng.standard_normal((n, c, h, w)), rng.standard_normal((c_out, c) + k), rng.standard_normal(c_out)
     out, _ = F.conv2d(xp.asarray(x), xp.asarray(wt), xp.asarray(b), stride=s, padding=p)
     assert_close(out, conv2d_loops(x, wt, b, s, p), f"conv2d {case}")
@@ -96,7 +97,7 @@ def test_conv2d_hand_example(xp):
 @pytest.mark.parametrize("case", CONV_CASES)
 def test_conv2d_gradients(xp, rng, case):
     n, c, h, w, c_out, k, s, p = case
-    k = F.size_pair(k, "k")
+    k = pair(k, "k")
     x, wt, b = normal(rng, (n, c, h, w), xp), normal(rng, (c_out, c) + k, xp), normal(rng, (c_out,), xp)
     cache = {}
 
@@ -125,7 +126,7 @@ def test_conv2d_without_bias(xp, rng):
 def test_conv_transpose2d_gradients_and_adjoint(xp, rng, case):
     """Gradcheck, and ``<conv2d(y, w), x> = <y, conv_transpose2d(x, w)>``: the transpose of conv2d in y."""
     n, c_in, h, w, c_out, k, s, p, op = case
-    k = F.size_pair(k, "k")
+    k = pair(k, "k")
     x, wt, b = normal(rng, (n, c_in, h, w), xp), normal(rng, (c_in, c_out) + k, xp), normal(rng, (c_out,), xp)
     out, _ = F.conv_transpose2d(x, wt, None, stride=s, padding=p, output_padding=op)
     y = normal(rng, out.shape, xp)
@@ -353,6 +354,27 @@ def test_bad_inputs_name_the_argument(xp):
         F.conv2d_backward(xp.ones((1, 2, 4, 4)), cache)
     with pytest.raises(ValueError, match="dout: contains NaN or inf"):
         F.conv2d_backward(xp.full(out.shape, xp.inf), cache)
+
+
+def test_pair_takes_whole_numbers_and_names_the_argument():
+    """The one ``pair`` of the layers and the RoI ops: ints, pairs, whole floats (a row of an image-size
+    array); a fraction or a string is an error, not a silent truncation."""
+    assert pair(7, "k") == (7, 7) and pair((3, 2), "k") == (3, 2) and pair(np.array([64.0, 48.0]), "k") == (64, 48)
+    assert pair(np.int64(2), "k") == (2, 2) and pair(0, "padding", minimum=0) == (0, 0)
+    for bad in (1.5, (1.5, 1), "7", (600, np.nan), (1, 2, 3), None):
+        with pytest.raises(ValueError, match="k: expected an int or a pair of ints"):
+            pair(bad, "k")
+    with pytest.raises(ValueError, match=r"k: expected sizes >= 1, got \(2, 0\)"):
+        pair((2, 0), "k")
+
+
+def test_caches_name_their_parts(xp, rng):
+    x, wt = normal(rng, (2, 3, 5, 4), xp), normal(rng, (2, 3, 3, 3), xp)
+    out, cache = F.conv2d(x, wt, None, stride=2, padding=1)
+    assert cache.out_shape == out.shape and cache.stride == (2, 2) and cache.padding == (1, 1)
+    assert not cache.has_bias and not cache.pointwise and cache.cols.shape == (3 * 3 * 3, 2 * 3 * 2)
+    out, cache = F.conv_transpose2d(x, normal(rng, (3, 2, 2, 2), xp), None, stride=2)
+    assert cache.out_shape == out.shape == (2, 2, 10, 8) and cache.x is x
 
 
 def test_conv_layers_take_lists_and_float32_by_default(xp):

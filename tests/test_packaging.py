@@ -164,3 +164,14 @@ def test_tasks_py_uses_only_the_standard_library():
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
             imported.add(node.module.split(".")[0])
     assert imported - {"__future__"} <= set(sys.stdlib_module_names), imported - set(sys.stdlib_module_names)
+
+
+def test_the_lecture_data_ships_inside_the_package():
+    """``mrcnn-edu demo`` runs from a plain ``pip install .``: its 8 x 8 map is package data, read through
+    ``importlib.resources``, not a file of the clone."""
+    from mrcnn_edu.data import lecture_feature_map
+    package_data = pyproject()["tool"]["setuptools"]["package-data"]
+    assert "*.txt" in package_data["mrcnn_edu.data"]
+    assert (ROOT / "mrcnn_edu" / "data" / "lecture_roi_8x8.txt").is_file()
+    fmap = lecture_feature_map()
+    assert fmap.shape == (8, 8) and fmap[0, 0] == pytest.approx(0.88)

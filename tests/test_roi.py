@@ -6,16 +6,16 @@ differences, and (4) the lecture's equivariance claims. Parity with torchvision 
 test_oracle_roi.py.
 """
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mrcnn_edu import backend
+from mrcnn_edu.data import lecture_feature_map
 from mrcnn_edu.gradcheck import check_gradients
 from mrcnn_edu.roi import roi_align, roi_align_backward, roi_pool, roi_pool_backward
 
-LECTURE_MAP = np.loadtxt(Path(__file__).resolve().parents[1] / "data" / "lecture_roi_8x8.txt")
+LECTURE_MAP = lecture_feature_map()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -313,6 +313,30 @@ def test_bad_backward_input_names_the_argument():
         roi_pool_backward(out, argmax + 100, (1, 1, 5, 5))
     with pytest.raises(TypeError, match="argmax"):
         roi_pool_backward(out, argmax.astype(float), (1, 1, 5, 5))
+
+
+def test_each_core_gives_its_public_function_s_result(xp):
+    """The model calls the cores (``_roi_align``, ...) on arrays it made: the same result, bit for bit."""
+    from mrcnn_edu import roi
+    rng = np.random.default_rng(4)
+    features = xp.asarray(rng.standard_normal((2, 3, 9, 11)).astype(np.float32))
+    rois = xp.asarray(random_rois(rng, 8, 2, 11 / 0.5).astype(np.float32))
+    grad = xp.asarray(rng.standard_normal((8, 3, 2, 3)).astype(np.float32))
+    for sampling_ratio, aligned in ((-1, False), (2, True)):
+        args = (0.5, sampling_ratio, aligned)
+        np.testing.assert_array_equal(backend.to_host(roi._roi_align(features, rois, (2, 3), *args)),
+                                      backend.to_host(roi_align(features, rois, (2, 3), *args)))
+        np.testing.assert_array_equal(
+            backend.to_host(roi._roi_align_backward(grad, rois, (2, 3, 9, 11), (2, 3), *args)),
+            backend.to_host(roi_align_backward(grad, rois, (2, 3, 9, 11), (2, 3), *args)))
+    for bins in ("caffe", "slides"):
+        out, argmax = roi_pool(features, rois, (2, 3), 0.5, bins)
+        core_out, core_argmax = roi._roi_pool(features, rois, (2, 3), 0.5, bins)
+        np.testing.assert_array_equal(backend.to_host(core_out), backend.to_host(out))
+        np.testing.assert_array_equal(backend.to_host(core_argmax), backend.to_host(argmax))
+        np.testing.assert_array_equal(
+            backend.to_host(roi._roi_pool_backward(grad, argmax, (2, 3, 9, 11), rois)),
+            backend.to_host(roi_pool_backward(grad, argmax, (2, 3, 9, 11), rois)))
 
 
 def test_roi_pool_first_argmax_equals_argmax_with_ties(xp, rng):

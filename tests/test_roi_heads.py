@@ -241,3 +241,46 @@ def test_bad_inputs(xp):
         mask_targets(arr(xp, np.ones((1, 8, 8))), proposals, arr(xp, [0], np.int64), 4)
     with pytest.raises(ValueError, match="^m:"):
         mask_targets(arr(xp, np.ones((1, 8, 8))), proposals, arr(xp, [0, 0], np.int64), 0)
+
+
+# --------------------------------------------------------------------------------------------- structure
+
+def test_box_head_targets_names_its_four_parts(xp):
+    proposals = arr(xp, [strip(7.5), strip(3.0)])
+    got = box_head_targets(proposals, arr(xp, GT), arr(xp, [2], np.int64), gen_rng(0))
+    rois, labels, targets, matched = got
+    assert got.rois is rois and got.labels is labels and got.regression_targets is targets
+    assert got.matched_gt_index is matched
+
+
+def test_one_set_of_box_head_weights():
+    from mrcnn_edu import boxes, roi_heads
+    assert roi_heads.BOX_HEAD_WEIGHTS is boxes.BOX_HEAD_WEIGHTS == (10.0, 10.0, 5.0, 5.0)
+    assert boxes.RPN_BOX_WEIGHTS == (1.0, 1.0, 1.0, 1.0)
+
+
+@pytest.mark.parametrize("box_loss", ["smooth_l1", "giou"])
+def test_fast_rcnn_loss_core_equals_the_public_function(xp, box_loss):
+    from mrcnn_edu.roi_heads import _fast_rcnn_loss
+    gen = np.random.default_rng(6)
+    P, K = 7, 3
+    logits, deltas = xp.asarray(gen.normal(size=(P, K))), xp.asarray(gen.normal(0, 0.5, (P, 4 * K)))
+    labels, targets = xp.asarray([1, 2, 0, 1, 0, 2, 2]), xp.asarray(gen.normal(0, 0.3, (P, 4)))
+    xy = gen.uniform(0, 50, (P, 2))
+    proposals = xp.asarray(np.concatenate([xy, xy + gen.uniform(5, 20, (P, 2))], axis=1))
+    want = fast_rcnn_loss(logits, deltas, labels, targets, box_loss, proposals)
+    got = _fast_rcnn_loss(logits, deltas, labels, targets, box_loss, proposals)
+    for w, g in zip(want, got):
+        np.testing.assert_array_equal(host(g), host(w))
+
+
+def test_out_of_range_integers_name_the_argument_and_the_values(xp):
+    proposals = arr(xp, [strip(7.5), strip(3.0)])
+    with pytest.raises(ValueError, match=r"gt_labels: expected classes >= 1 \(0 is the background\), "
+                                         r"got values in \[0, 0\]"):
+        box_head_targets(proposals, arr(xp, GT), arr(xp, [0], np.int64), gen_rng(0))
+    with pytest.raises(ValueError, match=r"labels: expected class indices in \[0, 2\], got values in \[0, 3\]"):
+        fast_rcnn_loss(arr(xp, np.zeros((2, 3))), arr(xp, np.zeros((2, 12))), arr(xp, [0, 3], np.int64),
+                       arr(xp, np.zeros((2, 4))))
+    with pytest.raises(ValueError, match=r"matched_gt_index: expected indices in \[0, 1\), got values in \[0, 1\]"):
+        mask_targets(arr(xp, np.ones((1, 8, 8))), proposals, arr(xp, [0, 1], np.int64), 4)

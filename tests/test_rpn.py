@@ -363,3 +363,55 @@ def test_bad_inputs(xp):
         generate_proposals(anchors, arr(xp, [0.0, 1.0]), arr(xp, np.zeros((2, 4))), (10, 0))
     with pytest.raises(ValueError, match="image_sizes"):
         generate_proposals_batch(anchors, arr(xp, np.zeros((2, 2))), arr(xp, np.zeros((2, 2, 4))), [(10, 10)])
+
+
+# --------------------------------------------------------------------------------------------- structure
+
+def test_the_matcher_and_sampler_live_in_matching_and_rpn_re_exports_them():
+    from mrcnn_edu import matching, roi_heads, rpn
+    for name in ("match_by_iou", "sample_balanced", "BELOW_LOW_THRESHOLD", "BETWEEN_THRESHOLDS", "BOX_BETA"):
+        assert getattr(rpn, name) is getattr(matching, name), name
+    assert roi_heads._match_by_iou is rpn._match_by_iou is matching._match_by_iou
+
+
+def test_rpn_targets_checks_each_array_once(xp, monkeypatch):
+    """The public function checks anchors and gt boxes; the cores below it (IoU, matcher, encoding) do not."""
+    from mrcnn_edu import _validate, boxes, rpn
+    calls = []
+
+    def counting(a, name="boxes", xp=None):
+        calls.append(name)
+        return _validate.check_boxes(a, name, xp)
+
+    for module in (rpn, boxes):
+        monkeypatch.setattr(module, "check_boxes", counting)
+    anchors = arr(xp, [strip(7.5), strip(5.0), strip(1.0)])
+    labels, targets = rpn_targets(anchors, arr(xp, GT), gen_rng(0))
+    assert sorted(calls) == ["anchors", "gt_boxes"]
+    np.testing.assert_array_equal(host(labels), [1, -1, 0])
+
+
+def test_the_cores_give_what_the_public_functions_give(xp):
+    from mrcnn_edu import rpn
+    gen = np.random.default_rng(8)
+    xy = gen.uniform(0, 60, size=(50, 2))
+    anchors = xp.asarray(np.concatenate([xy, xy + 16], axis=1))
+    gt = arr(xp, [[5.0, 5.0, 25.0, 30.0], [30.0, 40.0, 60.0, 70.0]])
+    for seed in (0, 1):
+        want, got = rpn_targets(anchors, gt, gen_rng(seed)), rpn._rpn_targets(anchors, gt, gen_rng(seed))
+        for w, g in zip(want, got):
+            np.testing.assert_array_equal(host(g), host(w))
+    logits = xp.asarray(gen.standard_normal((2, 50)))
+    deltas = xp.asarray(0.1 * gen.standard_normal((2, 50, 4)))
+    boxes = rpn._generate_proposals_batch(anchors, logits, deltas, (64, 64), 40, 10, 0.7, 1e-3)
+    assert len(boxes) == 2
+    for i in range(2):
+        want, _ = generate_proposals(anchors, logits[i], deltas[i], (64, 64), 40, 10, 0.7, 1e-3)
+        np.testing.assert_array_equal(host(boxes[i]), host(want))
+
+
+def test_rpn_targets_refuses_boxes_it_cannot_encode(xp):
+    with pytest.raises(ValueError, match="anchors: every box needs a positive width"):
+        rpn_targets(arr(xp, [[0.0, 0.0, 0.0, 10.0]]), arr(xp, GT), gen_rng(0))
+    with pytest.raises(ValueError, match="gt_boxes: every box needs a positive width"):
+        rpn_targets(arr(xp, [strip(5.0)]), arr(xp, [[0.0, 0.0, 10.0, 0.0]]), gen_rng(0))

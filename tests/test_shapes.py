@@ -5,7 +5,7 @@ import pytest
 from mrcnn_edu.boxes import box_iou
 from mrcnn_edu.data.shapes import (CLASS_NAMES, HALF_SIZE, MARGIN, MAX_IOU, MIN_CONTRAST, Layout, ShapesDataset,
                                    boxes_from_masks, collate, make_sample, random_layout, render, shape_boxes,
-                                   train_batches, validation_set)
+                                   validation_set)
 
 SIZE = 128
 
@@ -123,12 +123,12 @@ def test_boxes_from_masks_has_no_plus_one():
 def test_dataset_is_indexable_and_the_stream_resumes():
     data = ShapesDataset(seed=3)
     np.testing.assert_array_equal(data[5][0], ShapesDataset(seed=3)[5][0])
-    stream = train_batches(3, batch_size=2)
+    stream = ShapesDataset(3, split="train").batches(2)
     batches = [next(stream) for _ in range(3)]
     images, masks, class_ids = batches[0]
     assert images.shape == (2, SIZE, SIZE, 3) and len(masks) == len(class_ids) == 2
     np.testing.assert_array_equal(images[1], data[1][0])
-    resumed = next(train_batches(3, batch_size=2, start=2))
+    resumed = next(ShapesDataset(3, split="train").batches(2, start=2))
     np.testing.assert_array_equal(resumed[0], batches[2][0])
     for x, y in zip(resumed[1] + resumed[2], batches[2][1] + batches[2][2]):
         np.testing.assert_array_equal(x, y)

@@ -16,9 +16,8 @@ from pycocotools.cocoeval import COCOeval
 
 from mrcnn_edu.boxes import box_iou
 from mrcnn_edu.data.coco import coco_from_dict
-from mrcnn_edu.evaluate import mask_iou
-from mrcnn_edu.visualize import (OUTCOME_COLOURS, OUTCOMES, classify_detections, draw_failures,
-                                 failures_figure)
+from mrcnn_edu.ap import OUTCOMES, classify_detections, mask_iou
+from mrcnn_edu.visualize import OUTCOME_COLOURS, draw_failures, failures_figure
 
 TP, DUPLICATE, WRONG_CLASS, MISLOCALIZED, BACKGROUND = range(5)
 NAMES = ("background", "square", "circle", "triangle")

@@ -7,8 +7,9 @@ grade your copy:
     mrcnn-edu lessons check 08                 a table: passed / failed / not yet written, and a score
     pytest lessons/08_train --impl exercise    the tests themselves, each failure expected against got
 
-The signatures and docstrings are the library's, the plain functions at the end of ``mrcnn_edu/model.py``,
-which are the reference solutions: try first, read them after. ``MaskRCNN.loss_and_backward`` and
+The signatures and docstrings are the library's (``rois_from_boxes`` in ``mrcnn_edu/roi.py``, ``sample_mask_rois``
+in ``mrcnn_edu/matching.py``, the other two in ``mrcnn_edu/postprocess.py``), which are the reference solutions:
+try first, read them after. ``MaskRCNN.loss_and_backward`` and
 ``MaskRCNN.predict`` call exactly these four. The other stages' library functions are imported below for you
 to use (lesson 01 wrote the box functions, lesson 07 ``paste_masks``). There is no need to validate the
 inputs. The hints are in README.md.

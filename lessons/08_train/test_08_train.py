@@ -1,7 +1,7 @@
 """Lesson 08, graded: the plain-function steps of the whole model, training and inference (lecture stage 8).
 
 ``impl`` is the module under test (``--impl reference|exercise|stub``, see ``lessons/conftest.py``); the
-library, ``mrcnn_edu.model``, gives the expected values. ``sample_mask_rois`` draws random numbers, so its
+library (``mrcnn_edu.roi``, ``matching``, ``postprocess``) gives the expected values. ``sample_mask_rois`` draws random numbers, so its
 tests check what any correct draw satisfies (a subset of the positives, the right count, no draw when none
 is needed, every positive equally likely), not one particular draw. Each test belongs to the task in its name.
 """
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from _grading import expect_close, expect_equal, expect_true
 
-from mrcnn_edu import model as lib
+from mrcnn_edu import postprocess, roi
 
 TASKS = {1: "rois_from_boxes", 2: "sample_mask_rois", 3: "postprocess_detections", 4: "detection_masks"}
 
@@ -54,7 +54,7 @@ def test_task1_random(impl):
     for n in (3, 0, 5, 1):
         corner = rng.uniform(0, 100, size=(n, 2))
         boxes.append(np.concatenate([corner, corner + rng.uniform(1, 30, size=(n, 2))], axis=1))
-    expect_close(impl.rois_from_boxes(boxes, "float64"), lib.rois_from_boxes(boxes, "float64"),
+    expect_close(impl.rois_from_boxes(boxes, "float64"), roi.rois_from_boxes(boxes, "float64"),
                  "rois_from_boxes of 3, 0, 5 and 1 random boxes in 4 images")
 
 
@@ -158,7 +158,7 @@ def test_task3_random(impl, seed, limit):
     proposals = np.concatenate([corner, corner + rng.uniform(10, 40, size=(12, 2))], axis=1)
     logits, deltas = rng.normal(0, 2, size=(12, 4)), rng.normal(0, 0.5, size=(12, 16))
     got = impl.postprocess_detections(logits, deltas, proposals, (96, 100), 0.05, 0.5, limit)
-    want = lib.postprocess_detections(logits, deltas, proposals, (96, 100), 0.05, 0.5, limit)
+    want = postprocess.postprocess_detections(logits, deltas, proposals, (96, 100), 0.05, 0.5, limit)
     case = f"postprocess_detections of 12 random proposals, K = 4, detections_per_image {limit}"
     expect_close(got["scores"], want["scores"], case + ": scores")
     expect_equal(got["labels"], want["labels"], case + ": labels")
@@ -200,7 +200,7 @@ def test_task4_random(impl, threshold):
     boxes = np.concatenate([corner, corner + rng.uniform(3, 12, size=(4, 2))], axis=1)
     logits, labels = rng.normal(0, 3, size=(4, 3, 6, 6)), rng.integers(1, 3, size=4)
     expect_equal(impl.detection_masks(logits, labels, boxes, (20, 24), threshold),
-                 lib.detection_masks(logits, labels, boxes, (20, 24), threshold),
+                 postprocess.detection_masks(logits, labels, boxes, (20, 24), threshold),
                  f"detection_masks of 4 random detections (m = 6) in a 20 x 24 image, threshold {threshold}")
 
 

@@ -7,7 +7,7 @@ then grade your copy:
     mrcnn-edu lessons check 09                   a table: passed / failed / not yet written, and a score
     pytest lessons/09_evaluate --impl exercise   the tests themselves, each failure expected against got
 
-The signatures and docstrings are the library's, the second half of ``mrcnn_edu/evaluate.py``, whose
+The signatures and docstrings are the library's, those of ``mrcnn_edu/ap.py``, whose
 functions are the reference solutions (and agree with pycocotools' ``COCOeval`` to 1e-12): try first, read
 them after. Loops over detections and images are fine here (the library has one fixed-point iteration
 instead), and there is no need to validate the inputs. The hints are in README.md.

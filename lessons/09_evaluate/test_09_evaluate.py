@@ -1,14 +1,14 @@
 """Lesson 09, graded: COCO average precision of one class, from the IoU matrices up (lecture stage 9).
 
 ``impl`` is the module under test (``--impl reference|exercise|stub``, see ``lessons/conftest.py``); the
-library, ``mrcnn_edu.evaluate`` (checked against pycocotools' ``COCOeval`` in ``tests/test_evaluate_ap.py``),
+library, ``mrcnn_edu.ap`` (checked against pycocotools' ``COCOeval`` in ``tests/test_evaluate_ap.py``),
 gives the expected values. Each test belongs to the task in its name.
 """
 import numpy as np
 import pytest
 from _grading import expect_close, expect_equal
 
-from mrcnn_edu import evaluate as lib
+from mrcnn_edu import ap as lib
 
 TASKS = {1: "mask_iou", 2: "match_detections", 3: "precision_recall", 4: "average_precision",
          5: "ap_at_thresholds"}

@@ -9,4 +9,17 @@ A sample at this boundary is ``(image, masks, class_ids)``: ``image`` ``H x W x 
 
 The submodules are imported on demand (``from mrcnn_edu.data.shapes import make_sample``), so that the
 package itself needs neither scikit-image nor pycocotools.
+
+``lecture_feature_map()`` is the lecture's 8 x 8 feature map of the RoIPool and RoIAlign slides (stage 4),
+a file that ships inside the package, so the demo and the lessons find it in an installed copy too.
 """
+from importlib import resources
+
+__all__ = ["lecture_feature_map"]
+
+
+def lecture_feature_map():
+    """The lecture's 8 x 8 feature map (float64), as printed on the RoIPool slides."""
+    import numpy as np
+    with resources.files(__name__).joinpath("lecture_roi_8x8.txt").open() as f:
+        return np.loadtxt(f)

@@ -29,7 +29,7 @@ from ..boxes import box_iou
 
 __all__ = ["CLASS_NAMES", "MARGIN", "HALF_SIZE", "MAX_OBJECTS", "MAX_TRIES", "MAX_IOU", "MIN_CONTRAST",
            "Layout", "random_layout", "shape_boxes", "render", "make_sample", "boxes_from_masks", "collate",
-           "ShapesDataset", "train_batches", "validation_set"]
+           "ShapesDataset", "validation_set"]
 
 CLASS_NAMES = ("background", "square", "circle", "triangle")
 MARGIN = 20              # an object's centre is at least this far from every border, in pixels
@@ -265,11 +265,6 @@ class ShapesDataset:
             stop = (b + 1) * batch_size if self.length is None else min((b + 1) * batch_size, self.length)
             yield collate(self[i] for i in range(b * batch_size, stop))
             b += 1
-
-
-def train_batches(seed, batch_size, size=128, start=0):
-    """The endless training stream of a seed, in collated batches, from batch ``start`` on."""
-    return ShapesDataset(seed, size, "train").batches(batch_size, start)
 
 
 def validation_set(n=100, seed=0, size=128):

@@ -13,10 +13,12 @@ kh x kw kernel, sh, sw strides, ph, pw paddings):
 
 The idea (CS231n, DeZero): gather every kh x kw window of the padded input into a column, so that the
 convolution becomes one matrix product ``W (C_out x C_in kh kw) @ cols (C_in kh kw x N OH OW)``; a BLAS GEMM
-runs that product close to the machine's peak. ``im2col`` pads once and loops over the kh x kw kernel
-offsets only: offset ``(i, j)`` is one strided slice of the padded input, the same for every output pixel,
-so no index arrays and no loop over pixels. ``col2im`` is its adjoint (it scatters a column back with ``+=``
-on the same slices), and the backward pass is three products:
+runs that product close to the machine's peak. ``im2col`` pads once and copies one strided *view* of the
+padded input: its six axes ``(c, i, j, n, oy, ox)`` reach ``x_padded[n, c, i + sh oy, j + sw ox]`` by strides
+alone, so there are no index arrays and no Python loop at all (DeZero loops over the kh x kw kernel offsets,
+one strided slice each, which gives the same columns). ``col2im`` is its adjoint: it scatters the columns
+back with ``+=``, one strided slice per kernel offset (windows that overlap must add up, which a view cannot
+do), and the backward pass is three products:
 
     dW    = dout @ cols^T                  (C_out x C_in kh kw)
     dcols = W^T @ dout                     (C_in kh kw x N OH OW), then dx = col2im(dcols)
@@ -26,91 +28,30 @@ with dout as ``C_out x (N OH OW)``. At stride 1, dx is itself a convolution (dou
 correlated with the kernel flipped in space and with its channel axes swapped), so it is computed the
 same way as the forward: gathering (im2col) is cheaper than scattering (col2im's ``+=`` passes).
 
-Layout (measured on 2 CPU cores with benchmarks/layers.py; RESULTS.md has the numbers): the columns keep all
-images side by side, channel-major, ``(C_in kh kw) x (N OH OW)``, so each product is one large GEMM for the
-whole batch rather than N small ones (the mask head's 64 RoIs of 14 x 14 ran 1.3x faster so). It costs
-one transpose of x (inside the padding copy) and of the output and of dout, each the size of one map, not
-of the columns. ``im2col`` and ``col2im`` show the same numbers image by image, ``N x (C_in kh kw) x
-(OH OW)``, as the lecture draws them. A 1 x 1 convolution without padding needs no columns: they are the
-input itself, one GEMM per image. The copies, not the GEMMs, still take a third of the time at these sizes.
+Layout (the choices ``benchmarks/layers.py`` measures; ``benchmarks/RESULTS.md`` has the numbers): the
+columns keep all images side by side, channel-major, ``(C_in kh kw) x (N OH OW)``, so each product is one
+large GEMM for the whole batch rather than N small ones. It costs one transpose of x (inside the padding
+copy) and of the output and of dout, each the size of one map, not of the columns. ``im2col`` and
+``col2im`` show the same numbers image by image, ``N x (C_in kh kw) x (OH OW)``, as the lecture draws
+them. A 1 x 1 convolution without padding needs no columns: they are the input itself, one GEMM per image.
 
 ``conv_transpose2d`` is the adjoint of ``conv2d`` with respect to its input: its forward is conv2d's
 ``dx`` computation (a GEMM, then col2im) and its backward is conv2d's forward (im2col, then a GEMM).
 All functions follow the array module of their inputs (NumPy or CuPy) and keep the input's float dtype.
+Each public function checks its arguments once (``mrcnn_edu._validate``) and then calls a private core of
+the same name (``conv2d`` -> ``_conv2d``) that holds only the maths; the caches are named tuples.
 """
 from __future__ import annotations
 
-import numbers
+from typing import NamedTuple
 
 from .. import backend
-from .._validate import as_float_array, check_finite, check_ndim
+from .._validate import check_dout, check_param, float_input, pair
 
 __all__ = ["conv_output_size", "conv_transpose_output_size", "im2col", "col2im", "conv2d", "conv2d_backward",
            "conv_transpose2d", "conv_transpose2d_backward"]
 
-
-# ----------------------------------------------------------------------------------------------------
-# input checks shared by every layer (functional.py imports them from here)
-# ----------------------------------------------------------------------------------------------------
-
-def float_input(x, name, what, ndim=None, min_ndim=0, params=()):
-    """``x`` as a finite float array with ``ndim`` (or >= ``min_ndim``) axes, of the array module of ``x``
-    and of the layer's ``params`` (a Python list ``x`` with CuPy weights becomes a CuPy array).
-
-    ``what`` names the axes for the error message, e.g. ``"N x C x H x W"``.
-    """
-    xp = backend.get_array_module(x) if hasattr(x, "dtype") else backend.get_array_module(x, *params)
-    x = as_float_array(x, name, xp)
-    if ndim is not None:
-        check_ndim(x, name, ndim, what)
-    elif x.ndim < min_ndim:
-        raise ValueError(f"{name}: expected {what}, got shape {tuple(x.shape)}")
-    check_finite(x, name)
-    return x
-
-
-def check_param(p, name, x, shape, what):
-    """A parameter (weight, bias, scale) of ``x``'s array module and dtype, of the exact ``shape``.
-
-    ``shape`` may hold None for a free axis. A float64 weight with a float32 input is a ``TypeError``
-    rather than a silent float64 computation (slower, and a sign of a mixed-up model).
-    """
-    xp = backend.get_array_module(x)
-    if hasattr(p, "dtype") and backend.get_array_module(p) is not xp:
-        raise TypeError(f"{name}: a {backend.get_array_module(p).__name__} array, but the input is a "
-                        f"{xp.__name__} array; put both on one backend (backend.asarray / backend.to_host)")
-    p = as_float_array(p, name, xp)
-    if p.ndim != len(shape) or any(s is not None and s != t for s, t in zip(shape, p.shape)):
-        want = " x ".join("?" if s is None else str(s) for s in shape)
-        raise ValueError(f"{name}: expected {what} of shape {want}, got shape {tuple(p.shape)}")
-    if p.dtype != x.dtype:
-        raise TypeError(f"{name}: dtype {p.dtype} differs from the input's {x.dtype}; cast one of them")
-    check_finite(p, name)
-    return p
-
-
-def check_dout(dout, shape, dtype):
-    """The upstream gradient: a finite array of the forward output's exact ``shape``, cast to ``dtype``."""
-    dout = as_float_array(dout, "dout")
-    if tuple(dout.shape) != tuple(shape):
-        raise ValueError(f"dout: expected the forward output's shape {tuple(shape)}, got {tuple(dout.shape)}")
-    check_finite(dout, "dout")
-    return dout.astype(dtype, copy=False)
-
-
-def size_pair(v, name, minimum=1):
-    """An int or a pair of ints as a pair ``(vertical, horizontal)`` of ints >= ``minimum``."""
-    if isinstance(v, numbers.Integral):
-        v = (v, v)
-    try:
-        a, b = v
-        if not (isinstance(a, numbers.Integral) and isinstance(b, numbers.Integral)):
-            raise TypeError
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected an int or a pair of ints, got {v!r}") from None
-    if a < minimum or b < minimum:
-        raise ValueError(f"{name}: expected sizes >= {minimum}, got {v!r}")
-    return int(a), int(b)
+size_pair = pair  # lesson 06's name for it (its stubs import it from here)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -221,8 +162,8 @@ def _pointwise_dx(dcols, x_shape, stride):
 
 
 def _to_cols(x, kernel_size, stride, padding):
-    """``(cols, batched)``: batched ``N x C_in x (OH OW)`` for a 1 x 1 kernel (the input itself), else the
-    ``(C_in kh kw) x (N OH OW)`` columns of ``_windows``."""
+    """``(cols, pointwise)``: for a 1 x 1 kernel without padding (``pointwise``) the input itself, batched
+    ``N x C_in x (OH OW)``, else the ``(C_in kh kw) x (N OH OW)`` columns of ``_windows``."""
     if _is_pointwise(kernel_size, padding):
         return _pointwise_cols(x, stride), True
     return _windows(x, kernel_size, stride, padding), False
@@ -250,6 +191,18 @@ def _images_first(a, n, h, w):
 # conv2d
 # ----------------------------------------------------------------------------------------------------
 
+class Conv2dCache(NamedTuple):
+    """What ``conv2d_backward`` needs from the forward."""
+    x_shape: tuple      # N x C_in x H x W
+    w: object           # the kernel, C_out x C_in x kh x kw
+    has_bias: bool
+    cols: object        # im2col(x): (C_in kh kw) x (N OH OW), or x itself, N x C_in x (OH OW), when pointwise
+    pointwise: bool     # a 1 x 1 kernel without padding: no columns, one GEMM per image
+    stride: tuple       # (sh, sw)
+    padding: tuple      # (ph, pw)
+    out_shape: tuple    # N x C_out x OH x OW
+
+
 def _check_conv(x, w, b, stride, padding, transposed):
     """Validated ``(x, w, b, stride, padding)``; w's input-channel axis is 0 when ``transposed``, else 1."""
     x = float_input(x, "x", "N x C x H x W", ndim=4, params=(w, b))
@@ -261,7 +214,16 @@ def _check_conv(x, w, b, stride, padding, transposed):
         raise ValueError(f"w: expected a non-empty kernel, got shape {tuple(w.shape)}")
     c_out = w.shape[1] if transposed else w.shape[0]
     b = None if b is None else check_param(b, "b", x, (c_out,), "a bias per output channel (C_out)")
-    return x, w, b, size_pair(stride, "stride"), size_pair(padding, "padding", minimum=0)
+    return x, w, b, pair(stride, "stride"), pair(padding, "padding", minimum=0)
+
+
+def _check_conv2d(x, w, b, stride, padding):
+    """``_check_conv``, and windows that fit in the padded input."""
+    x, w, b, stride, padding = _check_conv(x, w, b, stride, padding, transposed=False)
+    (h, wd), (kh, kw) = x.shape[2:], w.shape[2:]
+    if conv_output_size(h, kh, stride[0], padding[0]) < 1 or conv_output_size(wd, kw, stride[1], padding[1]) < 1:
+        raise ValueError(f"x: its {h} x {wd} maps, padded by {padding}, are smaller than the {kh} x {kw} kernel")
+    return x, w, b, stride, padding
 
 
 def conv2d(x, w, b=None, stride=1, padding=0):
@@ -271,19 +233,21 @@ def conv2d(x, w, b=None, stride=1, padding=0):
     stride, padding : an int or a pair ``(vertical, horizontal)``; zero padding.
     out : N x C_out x OH x OW with ``OH = (H + 2 ph - kh) // sh + 1``, the dtype of ``x``.
     """
-    x, w, b, stride, padding = _check_conv(x, w, b, stride, padding, transposed=False)
+    return _conv2d(*_check_conv2d(x, w, b, stride, padding))
+
+
+def _conv2d(x, w, b, stride, padding):
+    """``conv2d`` on checked arguments (``stride`` and ``padding`` pairs): im2col, one GEMM, the bias."""
     n, _, h, wd = x.shape
     c_out, _, kh, kw = w.shape
     oh, ow = conv_output_size(h, kh, stride[0], padding[0]), conv_output_size(wd, kw, stride[1], padding[1])
-    if oh < 1 or ow < 1:
-        raise ValueError(f"x: its {h} x {wd} maps, padded by {padding}, are smaller than the {kh} x {kw} kernel")
-    cols, batched = _to_cols(x, (kh, kw), stride, padding)
+    cols, pointwise = _to_cols(x, (kh, kw), stride, padding)
     # 1 x 1: N x C_out x OH OW, a GEMM per image; otherwise one GEMM for the batch, C_out x (N OH OW)
     out = w.reshape(c_out, -1) @ cols
     if b is not None:
         out += b[:, None]
-    out = out.reshape(n, c_out, oh, ow) if batched else _images_first(out, n, oh, ow)
-    return out, (x.shape, w, b is not None, cols, batched, stride, padding, out.shape)
+    out = out.reshape(n, c_out, oh, ow) if pointwise else _images_first(out, n, oh, ow)
+    return out, Conv2dCache(x.shape, w, b is not None, cols, pointwise, stride, padding, out.shape)
 
 
 def conv2d_backward(dout, cache, need_dx=True):
@@ -293,12 +257,16 @@ def conv2d_backward(dout, cache, need_dx=True):
     need_dx : False skips ``dx`` (returned as None): the first layer's input is the image, which needs
     no gradient, and ``dx`` (a GEMM and col2im) is about half of the backward's work.
     """
-    x_shape, w, has_bias, cols, batched, stride, padding, out_shape = cache
+    return _conv2d_backward(check_dout(dout, cache.out_shape, cache.w.dtype), cache, need_dx)
+
+
+def _conv2d_backward(dout, cache, need_dx=True):
+    """``conv2d_backward`` on a checked ``dout``: the three products of the module docstring."""
+    x_shape, w, has_bias, cols, pointwise, stride, padding, out_shape = cache
     c_out, _, kh, kw = w.shape
     n, _, oh, ow = out_shape
-    dout = check_dout(dout, out_shape, w.dtype)
     db = dout.sum(axis=(0, 2, 3)) if has_bias else None
-    if batched:
+    if pointwise:
         dout = dout.reshape(n, c_out, oh * ow)
         # one GEMM per image, summed; matmul reads the transposed columns in place, without a copy
         dw = (dout @ cols.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)
@@ -307,7 +275,7 @@ def conv2d_backward(dout, cache, need_dx=True):
         dw = (dout @ cols.T).reshape(w.shape)
     if not need_dx:
         return None, dw, db
-    if not batched and stride == (1, 1) and padding[0] < kh and padding[1] < kw:
+    if not pointwise and stride == (1, 1) and padding[0] < kh and padding[1] < kw:
         return _full_correlation(dout, w, x_shape, (oh, ow), padding), dw, db
     dcols = w.reshape(c_out, -1).T @ dout                    # C_in kh kw x (N OH OW), or per image for 1 x 1
     return _from_cols(dcols, x_shape, (kh, kw), stride, padding), dw, db
@@ -329,9 +297,32 @@ def _full_correlation(dout, w, x_shape, out_hw, padding):
 # conv_transpose2d: conv2d with the roles of its forward and its input gradient swapped
 # ----------------------------------------------------------------------------------------------------
 
+class ConvTranspose2dCache(NamedTuple):
+    """What ``conv_transpose2d_backward`` needs from the forward."""
+    x: object           # the input, N x C_in x H x W (its gradient dw reads it)
+    w: object           # the kernel, C_in x C_out x kh x kw
+    has_bias: bool
+    stride: tuple       # (sh, sw)
+    padding: tuple      # (ph, pw)
+    out_shape: tuple    # N x C_out x OH x OW
+
+
 def conv_transpose_output_size(size, kernel, stride, padding, output_padding=0):
     """Output length of a transposed convolution: ``(size - 1) stride - 2 padding + kernel + output_padding``."""
     return (size - 1) * stride - 2 * padding + kernel + output_padding
+
+
+def _check_conv_transpose2d(x, w, b, stride, padding, output_padding):
+    """``_check_conv``, ``output_padding`` as a pair below ``stride``, and an output left after the cropping."""
+    x, w, b, stride, padding = _check_conv(x, w, b, stride, padding, transposed=True)
+    out_pad = pair(output_padding, "output_padding", minimum=0)
+    if out_pad[0] >= stride[0] or out_pad[1] >= stride[1]:
+        raise ValueError(f"output_padding: expected values smaller than stride {stride}, got {out_pad}")
+    (h, wd), (kh, kw) = x.shape[2:], w.shape[2:]
+    if (conv_transpose_output_size(h, kh, stride[0], padding[0], out_pad[0]) < 1
+            or conv_transpose_output_size(wd, kw, stride[1], padding[1], out_pad[1]) < 1):
+        raise ValueError(f"padding: {padding} crops away the whole output of a {h} x {wd} input")
+    return x, w, b, stride, padding, out_pad
 
 
 def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0):
@@ -346,16 +337,15 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0):
     and overlapping paint adds up: exactly ``conv2d``'s input gradient, ``col2im(W^T @ x)``. The mask
     head's 2 x 2, stride-2 layer doubles a 14 x 14 map to 28 x 28 with no overlaps.
     """
-    x, w, b, stride, padding = _check_conv(x, w, b, stride, padding, transposed=True)
-    out_pad = size_pair(output_padding, "output_padding", minimum=0)
-    if out_pad[0] >= stride[0] or out_pad[1] >= stride[1]:
-        raise ValueError(f"output_padding: expected values smaller than stride {stride}, got {out_pad}")
+    return _conv_transpose2d(*_check_conv_transpose2d(x, w, b, stride, padding, output_padding))
+
+
+def _conv_transpose2d(x, w, b, stride, padding, output_padding):
+    """``conv_transpose2d`` on checked arguments (pairs for the sizes): one GEMM, then col2im, the bias."""
     n, c_in, h, wd = x.shape
     _, c_out, kh, kw = w.shape
-    out_shape = (n, c_out, conv_transpose_output_size(h, kh, stride[0], padding[0], out_pad[0]),
-                 conv_transpose_output_size(wd, kw, stride[1], padding[1], out_pad[1]))
-    if out_shape[2] < 1 or out_shape[3] < 1:
-        raise ValueError(f"padding: {padding} crops away the whole output of a {h} x {wd} input")
+    out_shape = (n, c_out, conv_transpose_output_size(h, kh, stride[0], padding[0], output_padding[0]),
+                 conv_transpose_output_size(wd, kw, stride[1], padding[1], output_padding[1]))
     # out is the input of the conv2d whose output has x's size; conv2d's windows stop short of the
     # output_padding rows, which therefore receive only the bias
     if _is_pointwise((kh, kw), padding):
@@ -365,7 +355,7 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0):
     out = _from_cols(dcols, out_shape, (kh, kw), stride, padding)
     if b is not None:
         out += b[:, None, None]
-    return out, (x, w, b is not None, stride, padding, out_shape)
+    return out, ConvTranspose2dCache(x, w, b is not None, stride, padding, out_shape)
 
 
 def conv_transpose2d_backward(dout, cache):
@@ -373,13 +363,17 @@ def conv_transpose2d_backward(dout, cache):
 
     dout : N x C_out x OH x OW. ``dx`` is ``conv2d(dout, w)`` at the same stride and padding (im2col + GEMM).
     """
+    return _conv_transpose2d_backward(check_dout(dout, cache.out_shape, cache.w.dtype), cache)
+
+
+def _conv_transpose2d_backward(dout, cache):
+    """``conv_transpose2d_backward`` on a checked ``dout``: conv2d's forward products."""
     x, w, has_bias, stride, padding, out_shape = cache
     n, c_in, h, wd = x.shape
     _, _, kh, kw = w.shape
-    dout = check_dout(dout, out_shape, w.dtype)
     db = dout.sum(axis=(0, 2, 3)) if has_bias else None
-    cols, batched = _to_cols(dout, (kh, kw), stride, padding)
-    if batched:                                                    # 1 x 1: N x C_out x H W
+    cols, pointwise = _to_cols(dout, (kh, kw), stride, padding)
+    if pointwise:                                                  # 1 x 1: N x C_out x H W
         dx = (w.reshape(c_in, -1) @ cols).reshape(x.shape)
         dw = (x.reshape(n, c_in, h * wd) @ cols.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)
     else:                                                          # C_out kh kw x (N H W)

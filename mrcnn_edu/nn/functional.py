@@ -10,9 +10,12 @@ layer                         used for                                lecture sl
 ============================  ======================================  =====================================
 ``conv2d`` (conv.py)          backbone, FPN, RPN head, mask head      "Network architecture", "FCN"
 ``conv_transpose2d``          mask head: 14 x 14 -> 28 x 28           "Mask Head on Faster R-CNN"
-``linear``                    box head (fc6, fc7, class, deltas)      "Fast R-CNN Architecture"
+``linear``                    box head (fc6, fc7, class, deltas),     "Fast R-CNN Architecture"
+                              the MLP mask head
 ``relu``                      after every conv and fc                 "Network architecture"
-``max_pool2d``                backbone stem, FPN's extra level        "Backbone - ResNet"
+``max_pool2d``                notebook 06's small classifier (the     "Backbone - ResNet" (its stem)
+                              model's backbone downsamples by
+                              stride-2 convs instead)
 ``group_norm``                normalization at batch sizes 1 to 8     "Network architecture"
 ``upsample_nearest2x``        FPN top-down pathway                    "Backbone - FPN"
 ============================  ======================================  =====================================
@@ -20,15 +23,20 @@ layer                         used for                                lecture sl
 Shapes: N images (or R RoIs), C channels, H x W maps, D_in / D_out features. Every function keeps the
 input's float dtype (float32 by default; float64 for the gradient checks) and follows the array module of
 its input (NumPy or CuPy). Semantics follow ``torch.nn.functional``, so the oracle tests compare with it.
+
+Each public function checks its arguments once (``mrcnn_edu._validate``) and then calls a private core of the
+same name (``relu`` -> ``_relu``) that holds only the maths.
 """
 from __future__ import annotations
 
 import math
 import numbers
+from typing import NamedTuple
 
 from .. import backend
-from .conv import (check_dout, check_param, col2im, conv2d, conv2d_backward, conv_output_size,
-                   conv_transpose2d, conv_transpose2d_backward, float_input, im2col, size_pair)
+from .._validate import check_dout, check_param, float_input, pair
+from .conv import (col2im, conv2d, conv2d_backward, conv_output_size, conv_transpose2d, conv_transpose2d_backward,
+                   im2col)
 
 __all__ = ["conv2d", "conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward", "im2col", "col2im",
            "linear", "linear_backward", "relu", "relu_backward", "max_pool2d", "max_pool2d_backward",
@@ -48,6 +56,10 @@ def linear(x, w, b=None):
     x = float_input(x, "x", "N x D_in", min_ndim=1, params=(w, b))
     w = check_param(w, "w", x, (None, x.shape[-1]), f"D_out x D_in with D_in = {x.shape[-1]} (x's last axis)")
     b = None if b is None else check_param(b, "b", x, (w.shape[0],), "a bias per output feature (D_out)")
+    return _linear(x, w, b)
+
+
+def _linear(x, w, b):
     out = x @ w.T
     if b is not None:
         out += b
@@ -56,11 +68,16 @@ def linear(x, w, b=None):
 
 def linear_backward(dout, cache):
     """Gradients of ``linear``: ``(dx, dw, db)`` (``db`` None without bias); dout : N x D_out."""
+    x, w, _ = cache
+    return _linear_backward(check_dout(dout, x.shape[:-1] + (w.shape[0],), w.dtype), cache)
+
+
+def _linear_backward(dout, cache):
     x, w, has_bias = cache
-    dout = check_dout(dout, x.shape[:-1] + (w.shape[0],), w.dtype)
-    d2, x2 = dout.reshape(-1, w.shape[0]), x.reshape(-1, w.shape[1])
-    db = d2.sum(axis=0) if has_bias else None
-    return dout @ w, d2.T @ x2, db
+    # dw and db sum over every sample: the leading axes flattened into one, M rows
+    dout_rows, x_rows = dout.reshape(-1, w.shape[0]), x.reshape(-1, w.shape[1])   # M x D_out, M x D_in
+    db = dout_rows.sum(axis=0) if has_bias else None
+    return dout @ w, dout_rows.T @ x_rows, db
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -69,7 +86,10 @@ def linear_backward(dout, cache):
 
 def relu(x):
     """``max(x, 0)`` elementwise, returns ``(out, cache)``; x : any shape."""
-    x = float_input(x, "x", "an array")
+    return _relu(float_input(x, "x", "an array"))
+
+
+def _relu(x):
     xp = backend.get_array_module(x)
     positive = x > 0
     return xp.maximum(x, 0), (positive, x.dtype)
@@ -78,12 +98,27 @@ def relu(x):
 def relu_backward(dout, cache):
     """Gradient of ``relu``: ``dout`` where the input was positive, 0 elsewhere (0 at x = 0, as PyTorch)."""
     positive, dtype = cache
-    return check_dout(dout, positive.shape, dtype) * positive
+    return _relu_backward(check_dout(dout, positive.shape, dtype), cache)
+
+
+def _relu_backward(dout, cache):
+    positive, _ = cache
+    return dout * positive
 
 
 # ----------------------------------------------------------------------------------------------------
 # max_pool2d
 # ----------------------------------------------------------------------------------------------------
+
+class MaxPool2dCache(NamedTuple):
+    """What ``max_pool2d_backward`` needs from the forward."""
+    x_shape: tuple      # N x C x H x W
+    winner: object      # N x C x OH x OW int16: the window offset i * kw + j that held each maximum
+    kernel_size: tuple  # (kh, kw)
+    stride: tuple       # (sh, sw)
+    padding: tuple      # (ph, pw)
+    dtype: object       # x's dtype, which dx takes
+
 
 def max_pool2d(x, kernel_size, stride=None, padding=0):
     """Max pooling over ``kernel_size`` windows (stride defaults to the kernel size), returns ``(out, cache)``.
@@ -96,16 +131,22 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
     the backward pass sends each output's gradient to that input pixel only.
     """
     x = float_input(x, "x", "N x C x H x W", ndim=4)
-    xp = backend.get_array_module(x)
-    kh, kw = size_pair(kernel_size, "kernel_size")
-    sh, sw = (kh, kw) if stride is None else size_pair(stride, "stride")
-    ph, pw = size_pair(padding, "padding", minimum=0)
+    kh, kw = pair(kernel_size, "kernel_size")
+    sh, sw = (kh, kw) if stride is None else pair(stride, "stride")
+    ph, pw = pair(padding, "padding", minimum=0)
     if 2 * ph > kh or 2 * pw > kw:
         raise ValueError(f"padding: expected at most half the kernel ({kh} x {kw}), got {(ph, pw)}")
+    h, w = x.shape[2:]
+    if conv_output_size(h, kh, sh, ph) < 1 or conv_output_size(w, kw, sw, pw) < 1:
+        raise ValueError(f"x: its {h} x {w} maps, padded by {(ph, pw)}, are smaller than the {kh} x {kw} window")
+    return _max_pool2d(x, (kh, kw), (sh, sw), (ph, pw))
+
+
+def _max_pool2d(x, kernel_size, stride, padding):
+    xp = backend.get_array_module(x)
+    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
     n, c, h, w = x.shape
     oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
-    if oh < 1 or ow < 1:
-        raise ValueError(f"x: its {h} x {w} maps, padded by {(ph, pw)}, are smaller than the {kh} x {kw} window")
     padded = x
     if ph or pw:
         padded = xp.full((n, c, h + 2 * ph, w + 2 * pw), -xp.inf, dtype=x.dtype)
@@ -118,14 +159,17 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
             better = window > out                             # strict: a tie keeps the earlier offset
             xp.copyto(out, window, where=better)
             xp.copyto(winner, i * kw + j, where=better)
-    return out, (x.shape, winner, (kh, kw), (sh, sw), (ph, pw), x.dtype)
+    return out, MaxPool2dCache(x.shape, winner, kernel_size, stride, padding, x.dtype)
 
 
 def max_pool2d_backward(dout, cache):
     """Gradient of ``max_pool2d``: ``dx`` (N x C x H x W), each output's gradient routed to its max."""
+    return _max_pool2d_backward(check_dout(dout, cache.winner.shape, cache.dtype), cache)
+
+
+def _max_pool2d_backward(dout, cache):
     x_shape, winner, kernel_size, stride, padding, dtype = cache
     xp = backend.get_array_module(winner)
-    dout = check_dout(dout, winner.shape, dtype)
     (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
     n, c, h, w = x_shape
     oh, ow = winner.shape[2:]
@@ -140,6 +184,14 @@ def max_pool2d_backward(dout, cache):
 # ----------------------------------------------------------------------------------------------------
 # group normalization
 # ----------------------------------------------------------------------------------------------------
+
+class GroupNormCache(NamedTuple):
+    """What ``group_norm_backward`` needs from the forward."""
+    xhat: object        # the normalized input, x's shape
+    inv_std: object     # N x G x 1: 1 / sqrt(var_group + eps)
+    gamma: object       # the scale, C
+    num_groups: int     # G
+
 
 def group_norm(x, gamma, beta, num_groups, eps=1e-5):
     """Group normalization (Wu & He, 2018), returns ``(out, cache)``.
@@ -163,7 +215,12 @@ def group_norm(x, gamma, beta, num_groups, eps=1e-5):
         raise ValueError(f"num_groups: expected a positive divisor of the {c} channels, got {num_groups!r}")
     gamma = check_param(gamma, "gamma", x, (c,), "a scale per channel (C)")
     beta = check_param(beta, "beta", x, (c,), "a shift per channel (C)")
+    return _group_norm(x, gamma, beta, num_groups, eps)
+
+
+def _group_norm(x, gamma, beta, num_groups, eps):
     xp = backend.get_array_module(x)
+    n, c = x.shape[:2]
     group_shape = (n, num_groups, math.prod(x.shape[1:]) // num_groups)   # N x G x (C / G) H W
     groups = x.reshape(group_shape)
     mean = groups.mean(axis=2, keepdims=True)
@@ -172,7 +229,7 @@ def group_norm(x, gamma, beta, num_groups, eps=1e-5):
     xhat = (centered * inv_std).reshape(x.shape)
     channel = (1, c) + (1,) * (x.ndim - 2)                    # broadcasts a per-channel vector over x
     out = xhat * gamma.reshape(channel) + beta.reshape(channel)
-    return out, (xhat, inv_std, gamma, num_groups)
+    return out, GroupNormCache(xhat, inv_std, gamma, num_groups)
 
 
 def group_norm_backward(dout, cache):
@@ -182,8 +239,11 @@ def group_norm_backward(dout, cache):
     ``dx = inv_std * (g - mean(g) - xhat * mean(g * xhat))``: the normalization removes the part of the
     gradient that would only shift or rescale the group.
     """
+    return _group_norm_backward(check_dout(dout, cache.xhat.shape, cache.xhat.dtype), cache)
+
+
+def _group_norm_backward(dout, cache):
     xhat, inv_std, gamma, num_groups = cache
-    dout = check_dout(dout, xhat.shape, xhat.dtype)
     n, c = xhat.shape[:2]
     axes = (0,) + tuple(range(2, xhat.ndim))                  # every axis but the channels
     dbeta = dout.sum(axis=axes)
@@ -205,7 +265,10 @@ def upsample_nearest2x(x):
     The FPN's top-down pathway doubles a coarse map to add it to the next finer one; equal to PyTorch's
     ``interpolate(x, scale_factor=2, mode="nearest")``.
     """
-    x = float_input(x, "x", "N x C x H x W", ndim=4)
+    return _upsample_nearest2x(float_input(x, "x", "N x C x H x W", ndim=4))
+
+
+def _upsample_nearest2x(x):
     xp = backend.get_array_module(x)
     n, c, h, w = x.shape
     out = xp.broadcast_to(x[:, :, :, None, :, None], (n, c, h, 2, w, 2)).reshape(n, c, 2 * h, 2 * w)
@@ -215,5 +278,9 @@ def upsample_nearest2x(x):
 def upsample_nearest2x_backward(dout, cache):
     """Gradient of ``upsample_nearest2x``: each 2 x 2 block of ``dout`` summed into its source pixel."""
     (n, c, h, w), dtype = cache
-    dout = check_dout(dout, (n, c, 2 * h, 2 * w), dtype)
+    return _upsample_nearest2x_backward(check_dout(dout, (n, c, 2 * h, 2 * w), dtype), cache)
+
+
+def _upsample_nearest2x_backward(dout, cache):
+    (n, c, h, w), _ = cache
     return dout.reshape(n, c, h, 2, w, 2).sum(axis=(3, 5))

@@ -24,8 +24,9 @@ from __future__ import annotations
 import math
 
 from .. import backend
+from .._validate import pair
 from . import functional as F
-from .conv import size_pair
+from .conv import _conv2d, _conv2d_backward, _conv_transpose2d, _conv_transpose2d_backward
 
 __all__ = ["Module", "Sequential", "Conv2d", "ConvTranspose2d", "Linear", "ReLU", "MaxPool2d", "GroupNorm",
            "UpsampleNearest2x", "Flatten", "kaiming_normal", "count_parameters"]
@@ -144,9 +145,6 @@ class Module:
         """Evaluation mode: no caches, so no backward; returns self."""
         return self.train(False)
 
-    def num_parameters(self):
-        return count_parameters(self)
-
     # -- parameters read as attributes: conv.weight ---------------------------------------------------
     def __getattr__(self, name):
         params = self.__dict__.get("params", {})
@@ -232,8 +230,8 @@ class Conv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True, *, rng,
                  dtype="float32", need_dx=True):
         super().__init__()
-        kh, kw = size_pair(kernel_size, "kernel_size")
-        self.stride, self.padding = size_pair(stride, "stride"), size_pair(padding, "padding", minimum=0)
+        kh, kw = pair(kernel_size, "kernel_size")
+        self.stride, self.padding = pair(stride, "stride"), pair(padding, "padding", minimum=0)
         self.need_dx = bool(need_dx)
         self.params["weight"] = kaiming_normal((out_channels, in_channels, kh, kw), in_channels * kh * kw, rng,
                                                dtype=dtype)
@@ -241,12 +239,12 @@ class Conv2d(Module):
             self.params["bias"] = _zeros(out_channels, dtype)
 
     def forward(self, x):
-        out, cache = F.conv2d(x, self.weight, self.params.get("bias"), self.stride, self.padding)
+        out, cache = _conv2d(x, self.weight, self.params.get("bias"), self.stride, self.padding)
         self.keep(cache)
         return out
 
     def backward(self, dout):
-        dx, dw, db = F.conv2d_backward(dout, self.take(), need_dx=self.need_dx)
+        dx, dw, db = _conv2d_backward(dout, self.take(), self.need_dx)
         self.accumulate("weight", dw)
         if db is not None:
             self.accumulate("bias", db)
@@ -268,22 +266,22 @@ class ConvTranspose2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, bias=True,
                  *, rng, dtype="float32"):
         super().__init__()
-        kh, kw = size_pair(kernel_size, "kernel_size")
-        self.stride, self.padding = size_pair(stride, "stride"), size_pair(padding, "padding", minimum=0)
-        self.output_padding = size_pair(output_padding, "output_padding", minimum=0)
+        kh, kw = pair(kernel_size, "kernel_size")
+        self.stride, self.padding = pair(stride, "stride"), pair(padding, "padding", minimum=0)
+        self.output_padding = pair(output_padding, "output_padding", minimum=0)
         fan_in = max(1.0, in_channels * kh * kw / (self.stride[0] * self.stride[1]))
         self.params["weight"] = kaiming_normal((in_channels, out_channels, kh, kw), fan_in, rng, dtype=dtype)
         if bias:
             self.params["bias"] = _zeros(out_channels, dtype)
 
     def forward(self, x):
-        out, cache = F.conv_transpose2d(x, self.weight, self.params.get("bias"), self.stride, self.padding,
-                                        self.output_padding)
+        out, cache = _conv_transpose2d(x, self.weight, self.params.get("bias"), self.stride, self.padding,
+                                       self.output_padding)
         self.keep(cache)
         return out
 
     def backward(self, dout):
-        dx, dw, db = F.conv_transpose2d_backward(dout, self.take())
+        dx, dw, db = _conv_transpose2d_backward(dout, self.take())
         self.accumulate("weight", dw)
         if db is not None:
             self.accumulate("bias", db)
@@ -306,12 +304,12 @@ class Linear(Module):
             self.params["bias"] = _zeros(out_features, dtype)
 
     def forward(self, x):
-        out, cache = F.linear(x, self.weight, self.params.get("bias"))
+        out, cache = F._linear(x, self.weight, self.params.get("bias"))
         self.keep(cache)
         return out
 
     def backward(self, dout):
-        dx, dw, db = F.linear_backward(dout, self.take())
+        dx, dw, db = F._linear_backward(dout, self.take())
         self.accumulate("weight", dw)
         if db is not None:
             self.accumulate("bias", db)
@@ -338,12 +336,12 @@ class GroupNorm(Module):
         self.params["bias"] = _zeros(num_channels, dtype)
 
     def forward(self, x):
-        out, cache = F.group_norm(x, self.weight, self.bias, self.num_groups, self.eps)
+        out, cache = F._group_norm(x, self.weight, self.bias, self.num_groups, self.eps)
         self.keep(cache)
         return out
 
     def backward(self, dout):
-        dx, dgamma, dbeta = F.group_norm_backward(dout, self.take())
+        dx, dgamma, dbeta = F._group_norm_backward(dout, self.take())
         self.accumulate("weight", dgamma)
         self.accumulate("bias", dbeta)
         return dx
@@ -365,10 +363,10 @@ class ReLU(_Stateless):
     """``relu``."""
 
     def forward(self, x):
-        return self._apply(F.relu, x)
+        return self._apply(F._relu, x)
 
     def backward(self, dout):
-        return F.relu_backward(dout, self.take())
+        return F._relu_backward(dout, self.take())
 
 
 class MaxPool2d(_Stateless):
@@ -376,15 +374,15 @@ class MaxPool2d(_Stateless):
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
-        self.kernel_size = size_pair(kernel_size, "kernel_size")
-        self.stride = self.kernel_size if stride is None else size_pair(stride, "stride")
-        self.padding = size_pair(padding, "padding", minimum=0)
+        self.kernel_size = pair(kernel_size, "kernel_size")
+        self.stride = self.kernel_size if stride is None else pair(stride, "stride")
+        self.padding = pair(padding, "padding", minimum=0)
 
     def forward(self, x):
-        return self._apply(F.max_pool2d, x, self.kernel_size, self.stride, self.padding)
+        return self._apply(F._max_pool2d, x, self.kernel_size, self.stride, self.padding)
 
     def backward(self, dout):
-        return F.max_pool2d_backward(dout, self.take())
+        return F._max_pool2d_backward(dout, self.take())
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
@@ -394,10 +392,10 @@ class UpsampleNearest2x(_Stateless):
     """``upsample_nearest2x``: N x C x H x W -> N x C x 2H x 2W."""
 
     def forward(self, x):
-        return self._apply(F.upsample_nearest2x, x)
+        return self._apply(F._upsample_nearest2x, x)
 
     def backward(self, dout):
-        return F.upsample_nearest2x_backward(dout, self.take())
+        return F._upsample_nearest2x_backward(dout, self.take())
 
 
 class Flatten(_Stateless):
