@@ -25,8 +25,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mrcnn_edu.data import coco  # noqa: E402
-from mrcnn_edu.data.shapes import boxes_from_masks  # noqa: E402
+from mrcnn_edu.data import images  # noqa: E402
 from mrcnn_edu.model import ModelConfig  # noqa: E402
 from mrcnn_edu.train import step_memory_mb  # noqa: E402
 
@@ -65,16 +64,16 @@ def loading_table():
         Image.fromarray(photo).save(path, quality=90)
         masks = np.zeros((3, 3000, 4000), bool)
         masks[0, 1000:2000, 500:1500] = masks[1, 100:2900, 3000:3900] = masks[2, 2500:2600, 100:3000] = True
-        image = coco.read_image(path)
-        _, small, scale = coco.resize_and_pad(image, masks, 128)
-        boxes = boxes_from_masks(small)
-        rows = [("read_image (full 12 MP decode)", _median_seconds(lambda: coco.read_image(path))),
+        image = images.read_image(path)
+        _, small, scale = images.resize_and_pad(image, masks, 128)
+        boxes = images.boxes_from_masks(small)
+        rows = [("read_image (full 12 MP decode)", _median_seconds(lambda: images.read_image(path))),
                 ("resize_and_pad to 128 px, image and 3 masks", _median_seconds(
-                    lambda: coco.resize_and_pad(image, masks, 128))),
+                    lambda: images.resize_and_pad(image, masks, 128))),
                 ("read_image_resized to 128 px (JPEG draft)", _median_seconds(
-                    lambda: coco.read_image_resized(path, 128))),
+                    lambda: images.read_image_resized(path, 128))),
                 ("undo_resize_and_pad: 3 masks back onto 12 MP", _median_seconds(
-                    lambda: coco.undo_resize_and_pad(boxes, small, scale, (3000, 4000))))]
+                    lambda: images.undo_resize_and_pad(boxes, small, scale, (3000, 4000))))]
     print("\n| 4000 x 3000 JPEG, 3 masks | median s |\n| --- | ---: |")
     for name, seconds in rows:
         print(f"| {name} | {seconds:.3f} |")

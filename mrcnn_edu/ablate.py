@@ -291,8 +291,11 @@ def write_table(path, block):
     tmp.replace(path)
 
 
-def add_parser(sub):
-    p = sub.add_parser("ablate", help="the paper's Table 2 ablations on shapes: train each setting, print one table")
+HELP = "the paper's Table 2 ablations on shapes: train each setting, print one table"
+
+
+def add_arguments(p):
+    """The flags of ``mrcnn-edu ablate`` (``cli.py`` registers it with ``HELP`` and ``cmd_ablate``)."""
     p.add_argument("--out", default="runs/ablate", help="folder of the runs, one sub-folder a setting (default: runs/ablate)")
     p.add_argument("--only", help=f"comma-separated settings (default: all): {', '.join(s.name for s in SETTINGS)}")
     p.add_argument("--steps", type=int, help="training steps of each setting (default: the train default, 4400)")
@@ -304,7 +307,6 @@ def add_parser(sub):
     p.add_argument("--jobs", type=int, default=1,
                    help="settings trained at once, each in its own process with cpu_count / jobs BLAS threads "
                         "(default 1; 2 is about 1.5x faster on 2 cores)")
-    return p
 
 
 def cmd_ablate(args):

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
-__all__ = ["STAGES", "BookBuildError", "BookResult", "add_book_parser", "build_book", "find_stages",
+__all__ = ["STAGES", "BookBuildError", "BookResult", "HELP", "add_arguments", "build_book", "find_stages",
            "run_book"]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -411,9 +411,11 @@ def build_book(out_dir="build/book", root=ROOT, execute=True, fast=False, timeou
 # command line (wired into mrcnn_edu/cli.py)
 # ----------------------------------------------------------------------------------------------------------
 
-def add_book_parser(subparsers):
-    """Add ``book`` to the ``mrcnn-edu`` subcommands; returns its parser."""
-    p = subparsers.add_parser("book", help="execute the notebooks and render the course as static HTML")
+HELP = "execute the notebooks and render the course as static HTML"
+
+
+def add_arguments(p):
+    """The flags of ``mrcnn-edu book`` (``cli.py`` registers it with ``HELP`` and ``run_book``)."""
     p.add_argument("--out", default="build/book", help="output folder (default: build/book)")
     p.add_argument("--fast", action="store_true", help="execute with MRCNN_EDU_FAST=1 (small sizes, quick)")
     p.add_argument("--no-execute", action="store_true", help="render the notebooks as committed, without outputs")
@@ -421,7 +423,6 @@ def add_book_parser(subparsers):
     p.add_argument("--source-url", default=None,
                    help="base URL of the repository's files, for the lessons' links to the code "
                         "(e.g. https://github.com/OWNER/mrcnn-edu/blob/main); without it those links are dropped")
-    return p
 
 
 def run_book(args) -> int:

@@ -27,8 +27,7 @@ from pathlib import Path
 
 # a bad MRCNN_EDU_BACKEND warns when the library is imported; the command line says it in its one line instead
 warnings.filterwarnings("ignore", message="MRCNN_EDU_BACKEND")
-from . import ablate, backend, demo, explore  # noqa: E402
-from .book import add_book_parser, run_book
+from . import ablate, backend, book, demo, explore  # noqa: E402
 
 class UsageError(ValueError):
     """A flag with a value the command cannot use (exit status 2, as argparse's own errors)."""
@@ -300,7 +299,7 @@ def _instances_figure(path, on_square, scale, original, class_names, score_min, 
     full-size masks would take matplotlib long to draw and make a PNG nobody views at that size)."""
     import matplotlib.pyplot as plt
 
-    from .data.coco import detections_to_original, read_image_resized
+    from .data.images import detections_to_original, read_image_resized
     from .visualize import draw_instances
 
     side = min(max(original), most)
@@ -315,7 +314,8 @@ def _instances_figure(path, on_square, scale, original, class_names, score_min, 
 def cmd_predict(args):
     import json
 
-    from .data.coco import DatasetError, detections_to_original, read_image_resized
+    from .data import DatasetError
+    from .data.images import detections_to_original, read_image_resized
     from .evaluate import detections_to_coco
     from .inference import load_model
     from .visualize import save
@@ -359,7 +359,7 @@ def cmd_predict(args):
 
 
 def cmd_export_shapes(args):
-    from .data.coco import export_shapes
+    from .data.shapes import export_shapes
     _positive_int(args, "n")
     _positive_int(args, "seed", 0)
     if args.out == "":
@@ -386,9 +386,7 @@ def _backend_flag():
     return parent
 
 
-def _add_train_parser(sub, parents):
-    p = sub.add_parser("train", parents=parents,
-                       help="train Mask R-CNN (default: the shapes model), then evaluate it")
+def _train_arguments(p):
     p.add_argument("--out", default="runs/shapes", help="run folder (default: runs/shapes)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace the run that --out holds")
@@ -429,17 +427,11 @@ def _add_train_parser(sub, parents):
     g.add_argument("--no-fpn", action="store_true", help="both heads read the backbone's top map, no pyramid")
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(prog="mrcnn-edu", description="Mask R-CNN from first principles.",
-                                     parents=[_backend_flag()])
-    parents = [_backend_flag()]
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", parents=parents, help="print and draw the lecture's stages")
+def _demo_arguments(p):
     p.add_argument("--out", default="runs/demo", help="folder for the figures (default: runs/demo)")
 
-    _add_train_parser(sub, parents)
 
-    p = sub.add_parser("evaluate", parents=parents, help="COCO AP of a model")
+def _evaluate_arguments(p):
     p.add_argument("--checkpoint", required=True, help="model.npz (or checkpoint.npz) from train")
     p.add_argument("--coco-gt", help="a COCO-format annotations JSON (default: the shapes validation split)")
     p.add_argument("--images", help="the image folder of --coco-gt")
@@ -448,46 +440,69 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0, help="seed of the shapes validation split (default 0)")
     p.add_argument("--json", action="store_true", help="also print the metrics as one JSON line")
 
-    p = sub.add_parser("predict", parents=parents, help="draw the instances the model finds in your images")
+
+def _predict_arguments(p):
     p.add_argument("--checkpoint", required=True, help="model.npz from train")
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     p.add_argument("--out", default="runs/predict", help="folder for the PNGs and detections.json")
     p.add_argument("--overwrite", action="store_true", help="replace the detections an earlier predict wrote to --out")
     p.add_argument("--score-threshold", type=float, default=0.5, help="draw and write detections above this")
 
-    p = sub.add_parser("lessons", parents=parents,
-                       help="graded exercises: start (make your working copies), check [NN] (grade them)")
+
+def _lessons_arguments(p):
     p.add_argument("action", choices=["start", "check"])
     p.add_argument("stage", nargs="?", default=None, help="one lesson, e.g. 01 (default: all)")
 
-    for p in (add_book_parser(sub), ablate.add_parser(sub)):
-        p.add_argument("--backend", choices=backend.BACKENDS, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    for p in explore.add_parsers(sub):
-        p.add_argument("--backend", choices=backend.BACKENDS, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
-    p = sub.add_parser("export-shapes", parents=parents, help="write shapes images and COCO annotations")
+def _export_shapes_arguments(p):
     p.add_argument("--n", type=int, required=True, help="number of images")
     p.add_argument("--seed", type=int, default=0, help="seed (the validation split of this seed)")
     p.add_argument("--out", required=True, help="output folder (images/ and annotations.json)")
-    return parser
 
 
-COMMANDS = {"demo": lambda a: 0 if demo.demo(a.out) else 1, "train": cmd_train, "evaluate": cmd_evaluate,
-            "predict": cmd_predict, "export-shapes": cmd_export_shapes, "lessons": cmd_lessons,
-            "book": lambda a: run_book(a), "ablate": lambda a: (backend.keep_freed_memory(), ablate.cmd_ablate(a))[1],
-            "anchors": lambda a: _flags_first(explore.cmd_anchors, a),
-            "browse": lambda a: _flags_first(explore.cmd_browse, a)}
-
-
-def _flags_first(command, args):
+def _flags_first(command):
     """``explore``'s commands check their flags before they read anything, and name the flag first: those
     errors are usage errors (exit 2)."""
-    try:
-        return command(args)
-    except ValueError as err:
-        if str(err).startswith("--"):
-            raise UsageError(str(err)) from None
-        raise
+    def run(args):
+        try:
+            return command(args)
+        except ValueError as err:
+            if str(err).startswith("--"):
+                raise UsageError(str(err)) from None
+            raise
+    return run
+
+
+def _ablate(args):
+    backend.keep_freed_memory()
+    return ablate.cmd_ablate(args)
+
+
+# Every subcommand, registered the same way: its name, its one-line help, the function that adds its flags,
+# and the function that runs it (returning the exit status).
+SUBCOMMANDS = [
+    ("demo", "print and draw the lecture's stages", _demo_arguments, lambda a: 0 if demo.demo(a.out) else 1),
+    ("train", "train Mask R-CNN (default: the shapes model), then evaluate it", _train_arguments, cmd_train),
+    ("evaluate", "COCO AP of a model", _evaluate_arguments, cmd_evaluate),
+    ("predict", "draw the instances the model finds in your images", _predict_arguments, cmd_predict),
+    ("export-shapes", "write shapes images and COCO annotations", _export_shapes_arguments, cmd_export_shapes),
+    ("anchors", explore.ANCHORS_HELP, explore.add_anchors_arguments, _flags_first(explore.cmd_anchors)),
+    ("browse", explore.BROWSE_HELP, explore.add_browse_arguments, _flags_first(explore.cmd_browse)),
+    ("lessons", "graded exercises: start (make your working copies), check [NN] (grade them)", _lessons_arguments,
+     cmd_lessons),
+    ("book", book.HELP, book.add_arguments, book.run_book),
+    ("ablate", ablate.HELP, ablate.add_arguments, _ablate),
+]
+COMMANDS = {name: run for name, _, _, run in SUBCOMMANDS}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="mrcnn-edu", description="Mask R-CNN from first principles.",
+                                     parents=[_backend_flag()])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text, add_arguments, _ in SUBCOMMANDS:
+        add_arguments(sub.add_parser(name, parents=[_backend_flag()], help=help_text))
+    return parser
 
 
 def main(argv=None):

@@ -31,6 +31,7 @@ from pycocotools.cocoeval import COCOeval
 from . import backend
 from ._validate import as_float_array, check_boxes, check_finite, check_ndim, check_same_length
 from .data.coco import coco_from_dict, encode_masks, samples_to_coco
+from .data.shapes import CLASS_NAMES
 from .inference import predict_in_batches
 
 __all__ = ["STAT_NAMES", "IOU_TYPES", "detections_to_coco", "write_results", "shapes_ground_truth",
@@ -107,7 +108,7 @@ def shapes_ground_truth(samples):
     returns a ``pycocotools.coco.COCO`` whose image ids are ``1..N`` in order: detections on ``samples[i]``
     go in with ``image_id = i + 1``; category ids are the shapes classes 1, 2, 3.
     """
-    return coco_from_dict(samples_to_coco(samples))
+    return coco_from_dict(samples_to_coco(samples, CLASS_NAMES))
 
 
 # -------------------------------------------------------------------------------------------- COCO AP
@@ -177,9 +178,9 @@ def evaluate_coco(model, dataset, batch_size=16, label_map=None):
     label_map : None, or an int array: the data set's class of each of the model's classes
     Returns ``(metrics, results, detections)``: the metrics dict, the COCO results (original sizes, the
     data set's category ids) and each image's detections on its resized, padded image. Detections that
-    lie in the padding are dropped (``data.coco.detections_to_original``).
+    lie in the padding are dropped (``data.images.detections_to_original``).
     """
-    from .data.coco import detections_to_original
+    from .data.images import detections_to_original
     images = [dataset[i][0] for i in range(len(dataset))]
     detections = predict_in_batches(model, images, batch_size)
     results = []

@@ -37,7 +37,7 @@ from .visualize import INSTANCE_COLOURS, save
 __all__ = ["RPN_LOW", "RPN_HIGH", "dataset_boxes", "best_anchor_iou", "share_below", "grid_limit_iou",
            "kmeans_1d", "suggest_anchors", "anchor_report", "format_anchor_report", "anchor_fit_figure",
            "dataset_stats", "format_dataset_summary", "sample_indices", "draw_ground_truth", "browse_figure",
-           "add_parsers", "cmd_anchors", "cmd_browse"]
+           "ANCHORS_HELP", "BROWSE_HELP", "add_anchors_arguments", "add_browse_arguments", "cmd_anchors", "cmd_browse"]
 
 RPN_LOW, RPN_HIGH = 0.3, 0.7       # the RPN's "not object" and "object" IoU thresholds (lecture stage 3)
 _CHUNK = 1 << 22                   # elements of one IoU block: about 16 MB of float32
@@ -455,10 +455,13 @@ def _image_size_flag(size):
         raise ValueError(f"--image-size: expected a positive number of pixels, got {size}")
 
 
-def add_parsers(sub):
-    """Register ``anchors`` and ``browse`` on an argparse subparsers object; returns the two parsers."""
+ANCHORS_HELP = "how well the anchors fit a COCO data set's objects, and better sizes"
+BROWSE_HELP = "draw a sample of a COCO data set with its ground truth, and count it"
+
+
+def add_anchors_arguments(a):
+    """The flags of ``mrcnn-edu anchors`` (``cli.py`` registers it with ``ANCHORS_HELP`` and ``cmd_anchors``)."""
     cfg = ModelConfig()
-    a = sub.add_parser("anchors", help="how well the anchors fit a COCO data set's objects, and better sizes")
     a.add_argument("--coco-gt", required=True, help="the annotations JSON")
     a.add_argument("--images", required=True, help="its image folder")
     a.add_argument("--image-size", type=int, default=cfg.image_size,
@@ -472,7 +475,10 @@ def add_parsers(sub):
     a.add_argument("--seed", type=int, default=0, help="seed of the k-means of the suggested sizes (default 0)")
     a.add_argument("--out", help="also draw the figure into this PNG file")
 
-    b = sub.add_parser("browse", help="draw a sample of a COCO data set with its ground truth, and count it")
+
+def add_browse_arguments(b):
+    """The flags of ``mrcnn-edu browse`` (``cli.py`` registers it with ``BROWSE_HELP`` and ``cmd_browse``)."""
+    cfg = ModelConfig()
     b.add_argument("--coco-gt", required=True, help="the annotations JSON")
     b.add_argument("--images", required=True, help="its image folder")
     b.add_argument("--out", required=True, help="the PNG file to write")
@@ -482,7 +488,6 @@ def add_parsers(sub):
                         f"(default {cfg.image_size})")
     b.add_argument("--seed", type=int, default=0, help="seed of the sample of images (default 0)")
     b.add_argument("--first", action="store_true", help="draw the first --n images instead of a sample")
-    return a, b
 
 
 def cmd_anchors(args):

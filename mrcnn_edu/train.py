@@ -159,11 +159,8 @@ class CocoData:
         self.seed, self.spec, self.class_names = seed, spec, train_set.class_names
 
     def batch(self, step, batch_size):
-        n = len(self.train_set)
-        positions = np.arange(step * batch_size, (step + 1) * batch_size)
-        epochs = positions // n
-        order = {e: np.random.default_rng([self.seed, int(e)]).permutation(n) for e in np.unique(epochs)}
-        return [self.train_set[int(order[e][p])][:3] for e, p in zip(epochs, positions % n)]
+        indices = self.train_set.dataset.batch_indices(step, batch_size, self.seed)
+        return [self.train_set[i][:3] for i in indices]
 
     def evaluate(self, model, batch_size=16):
         if self.val_set is None:

@@ -155,7 +155,7 @@ def test_the_kernel_gets_full_sizes_unless_fast(monkeypatch, tmp_path):
 
 def test_the_real_course_renders_through_the_cli(tmp_path, capsys):
     parser = argparse.ArgumentParser()
-    book.add_book_parser(parser.add_subparsers(dest="command"))
+    book.add_arguments(parser.add_subparsers(dest="command").add_parser("book"))
     args = parser.parse_args(["book", "--out", str(tmp_path / "book"), "--no-execute", "--timeout", "30"])
     assert (args.no_execute, args.fast, args.timeout) == (True, False, 30)
     assert book.run_book(args) == 0

@@ -125,7 +125,7 @@ def test_checkpoint_errors(tmp_path, cli_error, capsys, model_file):
 
 
 def test_evaluating_on_other_classes_is_refused(tmp_path, cli_error, capsys, model_file):
-    from mrcnn_edu.data.coco import export_shapes
+    from mrcnn_edu.data.shapes import export_shapes
     ann, images = export_shapes(tmp_path / "coco", 2, seed=1)
     data = json.loads(ann.read_text())
     for c in data["categories"]:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mrcnn_edu.data.coco import (DatasetError, encode_masks, export_shapes, load_coco, resize_and_pad,
-                                 undo_resize_and_pad)
-from mrcnn_edu.data.shapes import boxes_from_masks, validation_set
+from mrcnn_edu.data.coco import DatasetError, encode_masks, load_coco
+from mrcnn_edu.data.images import resize_and_pad, undo_resize_and_pad
+from mrcnn_edu.data.shapes import boxes_from_masks, export_shapes, validation_set
 
 
 @pytest.fixture(scope="module")
@@ -128,19 +128,15 @@ def test_load_with_a_size_resizes_and_pads(tmp_path):
     assert np.abs(boxes_from_masks(masks[:1])[0] - [5, 2.5, 15, 12.5]).max() <= 1
     assert masks[0][3:12, 6:14].all()
     assert not masks[:, 20:].any()                     # the padding holds no object
-    images, batch_masks, batch_classes = next(data.batches(3, seed=0))
-    assert images.shape == (3, 30, 30, 3) and len(batch_masks) == 3
+    assert len(data.batch_indices(0, 3, seed=0)) == 3
 
 
 def test_batches_shuffle_every_epoch_and_cover_all_images(exported):
     data = load_coco(*exported)
-    stream = data.batches(3, seed=1)
-    ids = []
-    for _ in range(4):   # 12 images = two epochs of 6
-        images, _, _ = next(stream)
-        ids += [next(i for i in range(6) if np.array_equal(data[i][0], im)) for im in images]
+    ids = [i for step in range(4) for i in data.batch_indices(step, 3, seed=1)]   # 12 images = two epochs of 6
     assert sorted(ids[:6]) == list(range(6)) and sorted(ids[6:]) == list(range(6))
     assert ids[:6] != ids[6:]
+    assert data.batch_indices(3, 3, seed=1) == ids[9:]      # a step's batch depends on (seed, step) alone
 
 
 # ------------------------------------------------------------------------------------------- errors

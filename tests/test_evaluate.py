@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from mrcnn_edu.data.coco import export_shapes, load_coco
+from mrcnn_edu.data.coco import load_coco
+from mrcnn_edu.data.shapes import export_shapes
 from mrcnn_edu.data.shapes import boxes_from_masks, validation_set
 from mrcnn_edu.evaluate import (STAT_NAMES, coco_evaluate, detections_to_coco, format_table, shapes_ground_truth,
                                 write_results)

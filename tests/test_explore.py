@@ -1,7 +1,7 @@
 """explore.py: the anchor-fit report (``mrcnn-edu anchors``) and the data set browser (``mrcnn-edu browse``).
 
 The numbers are checked on hand-made boxes against hand computations; the commands run through an argparse
-parser built with ``explore.add_parsers`` on a small ``export_shapes`` data set.
+parser built with ``explore.add_anchors_arguments``/``add_browse_arguments`` on a small ``export_shapes`` data set.
 """
 import argparse
 import json
@@ -17,7 +17,8 @@ import pytest  # noqa: E402
 from mrcnn_edu import backend, explore  # noqa: E402
 from mrcnn_edu.anchors import generate_anchors  # noqa: E402
 from mrcnn_edu.boxes import box_iou  # noqa: E402
-from mrcnn_edu.data.coco import export_shapes, load_coco  # noqa: E402
+from mrcnn_edu.data.coco import load_coco
+from mrcnn_edu.data.shapes import export_shapes  # noqa: E402
 
 GRID = dict(image_size=(128, 128), stride=16, sizes=(40.0, 56.0, 72.0), ratios=(1.0,), offset=0.5)
 
@@ -129,7 +130,9 @@ def shapes(tmp_path_factory):
 
 def parse(*argv):
     parser = argparse.ArgumentParser(prog="mrcnn-edu")
-    explore.add_parsers(parser.add_subparsers(dest="command", required=True))
+    sub = parser.add_subparsers(dest="command", required=True)
+    explore.add_anchors_arguments(sub.add_parser("anchors"))
+    explore.add_browse_arguments(sub.add_parser("browse"))
     return parser.parse_args([str(a) for a in argv])
 
 

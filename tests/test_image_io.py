@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mrcnn_edu.data.coco import (DatasetError, detections_to_original, read_image, read_image_resized,
-                                 resize_and_pad, undo_resize_and_pad)
+from mrcnn_edu.data import DatasetError
+from mrcnn_edu.data.images import (detections_to_original, read_image, read_image_resized, resize_and_pad,
+                                   undo_resize_and_pad)
 from mrcnn_edu.data.shapes import boxes_from_masks
 
 ORIENTATION = 0x0112  # the EXIF tag

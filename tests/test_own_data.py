@@ -10,7 +10,7 @@ from PIL import Image
 from mrcnn_edu.checkpoint import load_checkpoint
 from mrcnn_edu.cli import main
 from mrcnn_edu.data.coco import load_coco, samples_to_coco
-from mrcnn_edu.data.shapes import boxes_from_masks, validation_set
+from mrcnn_edu.data.shapes import CLASS_NAMES, boxes_from_masks, validation_set
 from mrcnn_edu.model import MaskRCNN, ModelConfig
 from mrcnn_edu.train import TrainConfig, open_data, split_held_out
 
@@ -36,7 +36,7 @@ def odd_sizes(tmp_path_factory):
         samples.append((image, masks[keep], class_ids[keep]))
         names.append(f"{i:03d}.png")
         Image.fromarray(image).save(root / "images" / names[-1])
-    (root / "annotations.json").write_text(json.dumps(samples_to_coco(samples, names)))
+    (root / "annotations.json").write_text(json.dumps(samples_to_coco(samples, CLASS_NAMES, names)))
     return str(root / "annotations.json"), str(root / "images")
 
 

@@ -20,16 +20,20 @@ never shares a random stream with training, whatever the two seeds are.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+from PIL import Image
 from skimage.draw import disk, polygon
 
 from ..boxes import box_iou
+from .images import boxes_from_masks, collate  # noqa: F401  (re-exported: the shapes' boxes come from masks)
 
 __all__ = ["CLASS_NAMES", "MARGIN", "HALF_SIZE", "MAX_OBJECTS", "MAX_TRIES", "MAX_IOU", "MIN_CONTRAST",
            "Layout", "random_layout", "shape_boxes", "render", "make_sample", "boxes_from_masks", "collate",
-           "ShapesDataset", "validation_set"]
+           "ShapesDataset", "validation_set", "export_shapes"]
 
 CLASS_NAMES = ("background", "square", "circle", "triangle")
 MARGIN = 20              # an object's centre is at least this far from every border, in pixels
@@ -184,43 +188,7 @@ def make_sample(rng, size=128):
     return render(random_layout(rng, size), size)
 
 
-def boxes_from_masks(masks):
-    """The tight box of each mask, in continuous pixel coordinates (no ``+ 1``).
-
-    masks : G x H x W bool (or 0/1)
-    returns G x 4 float32 ``(x1, y1, x2, y2)``: ``x1`` the first column that holds a pixel of the mask,
-    ``x2`` its last column + 1 (a one-pixel mask has width 1); rows alike. An empty mask gives
-    ``(0, 0, 0, 0)``.
-    """
-    masks = np.asarray(masks)
-    if masks.ndim != 3:
-        raise ValueError(f"masks: expected G x H x W, got shape {masks.shape}")
-    masks = masks.astype(bool, copy=False)
-    rows, cols = masks.any(axis=2), masks.any(axis=1)
-    height, width = masks.shape[1:]
-    boxes = np.stack([cols.argmax(axis=1), rows.argmax(axis=1),
-                      width - cols[:, ::-1].argmax(axis=1), height - rows[:, ::-1].argmax(axis=1)], axis=1)
-    return np.where(rows.any(axis=1)[:, None], boxes, 0).astype(np.float32)
-
-
 # ------------------------------------------------------------------------------------ data set API
-def collate(samples):
-    """Stack samples into a batch.
-
-    samples : N samples ``(image, masks, class_ids, ...)``, images all ``H x W x 3``
-    returns ``(images, masks, class_ids)``: ``N x H x W x 3`` uint8, a list of N ``G_i x H x W`` bool, a list
-    of N ``G_i`` int64 (the object counts differ between images, so masks and classes stay lists).
-    """
-    samples = list(samples)
-    if not samples:
-        raise ValueError("samples: expected at least one sample to collate")
-    shapes = {s[0].shape for s in samples}
-    if len(shapes) > 1:
-        raise ValueError(f"samples: images differ in size {sorted(shapes)}; resize and pad them to one size "
-                         "first (mrcnn_edu.data.coco.resize_and_pad)")
-    return np.stack([s[0] for s in samples]), [s[1] for s in samples], [s[2] for s in samples]
-
-
 class ShapesDataset:
     """The shapes samples of one split, by index: ``dataset[i]`` is always the same sample.
 
@@ -271,3 +239,26 @@ def validation_set(n=100, seed=0, size=128):
     """The fixed validation split: a list of ``n`` samples ``(image, masks, class_ids)``, the same for a seed."""
     dataset = ShapesDataset(seed, size, "validation", length=n)
     return [dataset[i] for i in range(len(dataset))]
+
+
+def export_shapes(out_dir, n, seed=0, size=128):
+    """Write the shapes validation split of a seed as a COCO data set.
+
+    out_dir : folder; gets ``images/000000.png ...`` and ``annotations.json``
+    n, seed : ``mrcnn_edu.data.shapes.validation_set(n, seed, size)``, so evaluating on the export equals
+              evaluating on the built-in validation split
+    returns ``(annotations path, image folder)``.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n: expected an int >= 1, got {n!r}")
+    out_dir = Path(out_dir)
+    image_dir = out_dir / "images"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    samples = validation_set(n, seed, size)
+    names = [f"{i:06d}.png" for i in range(n)]
+    for (image, _, _), name in zip(samples, names):
+        Image.fromarray(image).save(image_dir / name)
+    ann_file = out_dir / "annotations.json"
+    from .coco import samples_to_coco   # pycocotools: only when exporting
+    ann_file.write_text(json.dumps(samples_to_coco(samples, CLASS_NAMES, names)), encoding="utf-8")
+    return ann_file, image_dir
