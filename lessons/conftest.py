@@ -5,7 +5,9 @@
     pytest lessons/01_iou --impl exercise   one lesson
     pytest lessons --impl stub              grade the committed stubs: all fail (the meta-test checks it)
 
-``mrcnn-edu lessons check`` runs the same tests with ``--impl exercise`` and prints a table per task.
+``mrcnn-edu lessons check`` runs the same tests with ``--impl exercise`` and prints a table per task, then
+every failing case of each failed task with its inputs, expected against got, and the known mistake it looks
+like (``looks like: ...``; the same lines appear in pytest's own report of a failure).
 """
 import sys
 from pathlib import Path

@@ -74,8 +74,8 @@ def generate_anchors(image_size, stride=16, sizes=(128, 256, 512), ratios=(0.5, 
     sizes      : anchor sides in pixels, one per scale
     ratios     : aspect ratios height / width
     offset     : where in its cell an anchor is centred: 0 puts it on the cell's top-left corner
-                 (torchvision), 0.5 in the middle of the cell; the centre of cell (i, j) is
-                 ``((j + offset) * stride, (i + offset) * stride)``
+                 (torchvision), 0.5 in the middle of the cell; the anchors of cell (i, j) are centred
+                 on ``((j + offset) * stride, (i + offset) * stride)``
     dtype      : float32 (default) or float64
     returns A x 4 ``(x1, y1, x2, y2)`` with ``A = gh * gw * k``, ``(gh, gw) = grid_size(image_size, stride)``,
     ``k = len(sizes) * len(ratios)``; ordered location-major (y outer, x inner), the k anchors of a

@@ -1,6 +1,7 @@
 """The lessons grade what they claim to grade.
 
-* every lesson folder is complete, and its tests are tied to its declared tasks (``TASKS``, ``test_task<N>_``);
+* every lesson folder is complete, and its tests (in ``test_NN_<stage>.py`` and any other ``test_*.py`` of the
+  folder) are tied to its declared tasks (``TASKS``, ``test_task<N>_``);
 * the stubs carry the library's exact signatures and docstrings;
 * every lesson test fails on the committed stubs (with ``NotImplementedError``, so ``check`` says "not yet
   written") and passes on the reference, the library;
@@ -34,14 +35,30 @@ def test_the_nine_graded_lessons_are_there():
                      "09_evaluate"]
 
 
-def declared(lesson: Path):
-    """``(TASKS, test function names)`` of a lesson's test module, read with ``ast`` (nothing is imported)."""
-    tree = ast.parse((lesson / f"test_{lesson.name}.py").read_text())
+def declared_in(path: Path):
+    """``(TASKS or None, test function names)`` of one test module, read with ``ast`` (nothing is imported)."""
+    tree = ast.parse(path.read_text())
     tasks = None
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "TASKS" for t in node.targets):
             tasks = ast.literal_eval(node.value)
     tests = [n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test")]
+    return tasks, tests
+
+
+def lesson_test_files(lesson: Path) -> list[Path]:
+    """The lesson's graded test modules: ``test_NN_<stage>.py`` first, then any other ``test_*.py`` beside it
+    (more cases for the same tasks, e.g. ``test_NN_cases.py``)."""
+    main = lesson / f"test_{lesson.name}.py"
+    return [main] + sorted(p for p in lesson.glob("test_*.py") if p != main)
+
+
+def declared(lesson: Path):
+    """``(TASKS, test function names)`` of a lesson: the tasks of ``test_NN_<stage>.py``, the tests of all its
+    test modules."""
+    tasks, tests = declared_in(lesson / f"test_{lesson.name}.py")
+    for path in lesson_test_files(lesson)[1:]:
+        tests += declared_in(path)[1]
     return tasks, tests
 
 
@@ -64,16 +81,23 @@ def test_a_lesson_is_one_complete_folder(lesson):
 
 @pytest.mark.parametrize("lesson", LESSON_DIRS, ids=NAMES)
 def test_every_test_belongs_to_a_declared_task(lesson):
-    tasks, tests = declared(lesson)
+    tasks, _ = declared(lesson)
     assert isinstance(tasks, dict) and len(tasks) >= 3, f"{lesson.name}: TASKS must declare at least 3 tasks"
     assert sorted(tasks) == list(range(1, len(tasks) + 1)), f"{lesson.name}: tasks must be numbered 1..n"
-    numbers = []
-    for name in tests:
-        match = re.match(r"^test_task(\d+)_", name)
-        assert match, f"{lesson.name}: {name} is not named test_task<N>_..., so check() cannot place it"
-        numbers.append(int(match.group(1)))
-    assert set(numbers) == set(tasks), f"{lesson.name}: tasks without tests or tests of undeclared tasks"
-    assert numbers == sorted(numbers), f"{lesson.name}: tests should appear in task order"
+    for path in lesson_test_files(lesson):
+        own_tasks, tests = declared_in(path)
+        where = f"{lesson.name}/{path.name}"
+        if own_tasks is not None:   # a second test module may restate (some of) the tasks, never others
+            assert all(tasks.get(n) == f for n, f in own_tasks.items()), f"{where}: TASKS differ from the lesson's"
+        numbers = []
+        for name in tests:
+            match = re.match(r"^test_task(\d+)_", name)
+            assert match, f"{where}: {name} is not named test_task<N>_..., so check() cannot place it"
+            numbers.append(int(match.group(1)))
+        assert set(numbers) <= set(tasks), f"{where}: tests of undeclared tasks"
+        assert numbers == sorted(numbers), f"{where}: tests should appear in task order"
+        if path.name == f"test_{lesson.name}.py":
+            assert set(numbers) == set(tasks), f"{where}: tasks without tests"
 
 
 @pytest.mark.parametrize("lesson", LESSON_DIRS, ids=NAMES)

@@ -51,7 +51,8 @@ def random_case(seed, num_images=2, channels=2, size=(7, 9), num_rois=6, scale=1
 ])
 def test_task1_bilinear_by_hand(impl, y, x, expected, why):
     expect_close(impl.bilinear_interpolate(LECTURE_MAP, y, x), expected,
-                 f"bilinear_interpolate of the lecture's 8x8 map at (y={y}, x={x}), {why}")
+                 f"bilinear_interpolate of the lecture's 8x8 map at (y={y}, x={x}), {why}",
+                 inputs=dict(plane=LECTURE_MAP, y=y, x=x))
 
 
 def test_task1_bilinear_random_points(impl):
@@ -76,19 +77,21 @@ def lib_bilinear(plane, y, x):
     ((0, 4, 5, 7), 3, [[0.74, 0.39, 0.34], [0.20, 0.16, 0.73], [0.83, 0.97, 0.88]]),
 ])
 def test_task2_the_lectures_example(impl, roi, size, expected):
-    output, argmax = impl.roi_pool(LECTURE_FEATURES, np.array([(0.0,) + roi]), size, bins="slides")
+    rois = np.array([(0.0,) + roi])
+    output, argmax = impl.roi_pool(LECTURE_FEATURES, rois, size, bins="slides")
     case = f"roi_pool {size}x{size} of the lecture's RoI (x1, y1, x2, y2) = {roi}, bins='slides'"
-    expect_close(np.asarray(output)[0, 0], expected, case + ": output")
-    expect_equal(np.asarray(argmax)[0, 0], lib.roi_pool(LECTURE_FEATURES, np.array([(0.0,) + roi]), size,
-                                                        bins="slides")[1][0, 0],
-                 case + ": argmax, the flat index y * 8 + x of each maximum")
+    inputs = dict(features=LECTURE_FEATURES, rois=rois, output_size=size, bins="slides")
+    expect_close(np.asarray(output)[0, 0], expected, case + ": output", inputs=inputs)
+    expect_equal(np.asarray(argmax)[0, 0], lib.roi_pool(LECTURE_FEATURES, rois, size, bins="slides")[1][0, 0],
+                 case + ": argmax, the flat index y * 8 + x of each maximum", inputs=inputs)
 
 
 def test_task2_caffe_bins_overlap(impl):
-    output, _ = impl.roi_pool(LECTURE_FEATURES, np.array([[0.0, 0, 3, 6, 7]]), 2, bins="caffe")
+    rois = np.array([[0.0, 0, 3, 6, 7]])
+    output, _ = impl.roi_pool(LECTURE_FEATURES, rois, 2, bins="caffe")
     expect_close(np.asarray(output)[0, 0], [[0.85, 0.96], [0.97, 0.96]],
                  "roi_pool 2x2 of the lecture's RoI (0, 3, 6, 7), bins='caffe': the right bins overlap at row 5, "
-                 "so 0.96 wins both")
+                 "so 0.96 wins both", inputs=dict(features=LECTURE_FEATURES, rois=rois, output_size=2, bins="caffe"))
 
 
 @pytest.mark.parametrize("bins, scale", [("caffe", 1.0), ("slides", 1.0), ("caffe", 0.5), ("slides", 0.25)])
@@ -97,8 +100,9 @@ def test_task2_random(impl, bins, scale):
     output, argmax = impl.roi_pool(features, rois, (2, 3), spatial_scale=scale, bins=bins)
     want_output, want_argmax = lib.roi_pool(features, rois, (2, 3), spatial_scale=scale, bins=bins)
     case = f"roi_pool (2, 3) of 6 random RoIs on 2 images x 2 channels of 7 x 9, spatial_scale={scale}, bins={bins!r}"
-    expect_close(output, want_output, case + ": output")
-    expect_equal(argmax, want_argmax, case + ": argmax")
+    inputs = dict(features=features, rois=rois, output_size=(2, 3), spatial_scale=scale, bins=bins)
+    expect_close(output, want_output, case + ": output", inputs=inputs)
+    expect_equal(argmax, want_argmax, case + ": argmax", inputs=inputs)
 
 
 # ------------------------------------------------------------------------------- task 3: roi_pool_backward
@@ -106,14 +110,16 @@ def test_task2_random(impl, bins, scale):
 def test_task3_gradient_goes_to_the_winners(impl):
     rois = np.array([[0.0, 0, 3, 6, 7]])
     _, argmax = lib.roi_pool(LECTURE_FEATURES, rois, 2, bins="caffe")
-    grad = impl.roi_pool_backward(np.ones((1, 1, 2, 2)), argmax, (1, 1, 8, 8))
+    grad_output = np.ones((1, 1, 2, 2))
+    grad = impl.roi_pool_backward(grad_output, argmax, (1, 1, 8, 8))
     want = np.zeros((8, 8))
     want[3, 0] = 1.0   # 0.85
     want[7, 2] = 1.0   # 0.97
     want[5, 6] = 2.0   # 0.96 wins two bins
     expect_close(np.asarray(grad)[0, 0], want,
                  "roi_pool_backward of ones for the caffe 2x2 example: 1 on the pixels of 0.85 and 0.97, "
-                 "2 on the 0.96 that wins two bins, 0 elsewhere")
+                 "2 on the 0.96 that wins two bins, 0 elsewhere",
+                 inputs=dict(grad_output=grad_output, argmax=argmax, input_shape=(1, 1, 8, 8)))
 
 
 def test_task3_random(impl):
@@ -123,7 +129,8 @@ def test_task3_random(impl):
     grad_output = np.random.default_rng(4).standard_normal(argmax.shape)
     expect_close(impl.roi_pool_backward(grad_output, argmax, features.shape, rois),
                  lib.roi_pool_backward(grad_output, argmax, features.shape, rois),
-                 "roi_pool_backward of 6 RoIs on 2 images (one RoI outside the map: empty bins, argmax -1)")
+                 "roi_pool_backward of 6 RoIs on 2 images (one RoI outside the map: empty bins, argmax -1)",
+                 inputs=dict(grad_output=grad_output, argmax=argmax, input_shape=features.shape, rois=rois))
 
 
 def test_task3_matches_finite_differences(impl):
@@ -139,17 +146,20 @@ def test_task3_matches_finite_differences(impl):
 
 def test_task4_on_a_ramp_each_bin_is_its_centre(impl):
     ramp = (10.0 * np.arange(6)[:, None] + np.arange(8)[None, :])[None, None]    # value 10 y + x
-    got = impl.roi_align(ramp, np.array([[0.0, 1, 1, 5, 3]]), 2, sampling_ratio=2)
+    rois = np.array([[0.0, 1, 1, 5, 3]])
+    got = impl.roi_align(ramp, rois, 2, sampling_ratio=2)
     expect_close(np.asarray(got)[0, 0], [[17.0, 19.0], [27.0, 29.0]],
                  "roi_align 2x2 of the RoI (1, 1, 5, 3) on the ramp 10 y + x: bilinear is exact on a ramp, "
-                 "so each bin gives the ramp at its centre (x = 2, 4; y = 1.5, 2.5)")
+                 "so each bin gives the ramp at its centre (x = 2, 4; y = 1.5, 2.5)",
+                 inputs=dict(features=ramp, rois=rois, output_size=2, sampling_ratio=2))
 
 
 def test_task4_the_lectures_map(impl):
     rois = np.array([[0.0, 0, 3, 6, 7], [0.0, 0.5, 3.2, 5.6, 7.4]])
     got = impl.roi_align(LECTURE_FEATURES, rois, 2, sampling_ratio=2)
     expect_close(got, lib.roi_align(LECTURE_FEATURES, rois, 2, sampling_ratio=2),
-                 "roi_align 2x2 of the lecture's RoI (0, 3, 6, 7) and of (0.5, 3.2, 5.6, 7.4), sampling_ratio=2")
+                 "roi_align 2x2 of the lecture's RoI (0, 3, 6, 7) and of (0.5, 3.2, 5.6, 7.4), sampling_ratio=2",
+                 inputs=dict(features=LECTURE_FEATURES, rois=rois, output_size=2, sampling_ratio=2))
 
 
 @pytest.mark.parametrize("sampling_ratio, aligned, scale", [(2, False, 1.0), (-1, False, 1.0), (1, True, 0.5),
@@ -159,7 +169,8 @@ def test_task4_random(impl, sampling_ratio, aligned, scale):
     got = impl.roi_align(features, rois, (2, 3), scale, sampling_ratio, aligned)
     expect_close(got, lib.roi_align(features, rois, (2, 3), scale, sampling_ratio, aligned),
                  f"roi_align (2, 3) of 6 random RoIs, spatial_scale={scale}, sampling_ratio={sampling_ratio}, "
-                 f"aligned={aligned}")
+                 f"aligned={aligned}", inputs=dict(features=features, rois=rois, output_size=(2, 3),
+                                                   spatial_scale=scale, sampling_ratio=sampling_ratio, aligned=aligned))
 
 
 # ------------------------------------------------------------------------------ task 5: roi_align_backward
@@ -167,11 +178,14 @@ def test_task4_random(impl, sampling_ratio, aligned, scale):
 def test_task5_one_sample_by_hand(impl):
     # one bin, one sample, at (y, x) = (1.5, 2.25): its gradient goes to 4 pixels with the bilinear weights
     rois = np.array([[0.0, 1.75, 1.0, 2.75, 2.0]])
-    grad = impl.roi_align_backward(np.ones((1, 1, 1, 1)), rois, (1, 1, 4, 5), 1, sampling_ratio=1)
+    grad_output = np.ones((1, 1, 1, 1))
+    grad = impl.roi_align_backward(grad_output, rois, (1, 1, 4, 5), 1, sampling_ratio=1)
     want = np.zeros((4, 5))
     want[1:3, 2:4] = [[0.375, 0.125], [0.375, 0.125]]
     expect_close(np.asarray(grad)[0, 0], want,
-                 "roi_align_backward of 1 for one sample at (y=1.5, x=2.25): weights (1-ly)(1-lx) = 0.375, ...")
+                 "roi_align_backward of 1 for one sample at (y=1.5, x=2.25): weights (1-ly)(1-lx) = 0.375, ...",
+                 inputs=dict(grad_output=grad_output, rois=rois, input_shape=(1, 1, 4, 5), output_size=1,
+                             sampling_ratio=1))
 
 
 @pytest.mark.parametrize("sampling_ratio, aligned, scale", [(2, False, 1.0), (-1, True, 0.5), (0, False, 1.0)])
@@ -181,7 +195,9 @@ def test_task5_random(impl, sampling_ratio, aligned, scale):
     got = impl.roi_align_backward(grad_output, rois, features.shape, (2, 3), scale, sampling_ratio, aligned)
     want = lib.roi_align_backward(grad_output, rois, features.shape, (2, 3), scale, sampling_ratio, aligned)
     expect_close(got, want, f"roi_align_backward (2, 3) of 6 random RoIs on 2 images, spatial_scale={scale}, "
-                            f"sampling_ratio={sampling_ratio}, aligned={aligned}")
+                            f"sampling_ratio={sampling_ratio}, aligned={aligned}",
+                 inputs=dict(grad_output=grad_output, rois=rois, input_shape=features.shape, output_size=(2, 3),
+                             spatial_scale=scale, sampling_ratio=sampling_ratio, aligned=aligned))
 
 
 def test_task5_matches_finite_differences(impl):

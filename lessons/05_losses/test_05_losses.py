@@ -38,9 +38,11 @@ def test_task1_the_lectures_values(impl):
 def test_task1_beta(impl):
     pred, target = np.array([0.5, 0.05, -0.2]), np.zeros(3)
     loss, grad = impl.smooth_l1_loss(pred, target, beta=1 / 9, reduction="none")
+    inputs = dict(pred=pred, target=target, beta=1 / 9, reduction="none")
     expect_close(loss, [0.5 - 0.5 / 9, 0.5 * 0.05 ** 2 * 9, 0.2 - 0.5 / 9],
-                 "smooth_l1_loss of x = 0.5, 0.05, -0.2 with beta = 1/9 (the RPN's): 0.5 x^2 / beta or |x| - beta / 2")
-    expect_close(grad, [1.0, 0.45, -1.0], "its gradient: x / beta inside, sign(x) outside")
+                 "smooth_l1_loss of x = 0.5, 0.05, -0.2 with beta = 1/9 (the RPN's): 0.5 x^2 / beta or |x| - beta / 2",
+                 inputs=inputs)
+    expect_close(grad, [1.0, 0.45, -1.0], "its gradient: x / beta inside, sign(x) outside", inputs=inputs)
     loss, grad = impl.smooth_l1_loss(pred, target, beta=0.0, reduction="none")
     expect_close([loss, grad], [np.abs(pred), np.sign(pred)], "smooth_l1_loss with beta = 0 is L1: (|x|, sign(x))")
 
@@ -50,8 +52,10 @@ def test_task1_random(impl, reduction):
     rng = np.random.default_rng(RNG_SEED)
     pred, target = rng.normal(0, 1.5, size=(6, 4)), rng.normal(0, 1.5, size=(6, 4))
     got, want = impl.smooth_l1_loss(pred, target, 0.5, reduction), lib.smooth_l1_loss(pred, target, 0.5, reduction)
-    expect_close(got[0], want[0], f"smooth_l1_loss of 6 x 4 random deltas, beta 0.5, reduction {reduction!r}: loss")
-    expect_close(got[1], want[1], f"the same: gradient (divided by the 24 elements for 'mean')")
+    inputs = dict(pred=pred, target=target, beta=0.5, reduction=reduction)
+    expect_close(got[0], want[0], f"smooth_l1_loss of 6 x 4 random deltas, beta 0.5, reduction {reduction!r}: loss",
+                 inputs=inputs)
+    expect_close(got[1], want[1], "the same: gradient (divided by the 24 elements for 'mean')", inputs=inputs)
 
 
 def test_task1_gradient_check(impl):
@@ -122,8 +126,9 @@ def test_task3_random(impl):
     rng = np.random.default_rng(RNG_SEED + 4)
     logits, labels = rng.normal(0, 2, size=(6, 4)), rng.integers(0, 4, size=6)
     got, want = impl.softmax_cross_entropy(logits, labels), lib.softmax_cross_entropy(logits, labels)
-    expect_close(got[0], want[0], "softmax_cross_entropy of 6 random rows of 4 logits: loss")
-    expect_close(got[1], want[1], "the same: gradient")
+    inputs = dict(logits=logits, labels=labels)
+    expect_close(got[0], want[0], "softmax_cross_entropy of 6 random rows of 4 logits: loss", inputs=inputs)
+    expect_close(got[1], want[1], "the same: gradient", inputs=inputs)
 
 
 def test_task3_gradient_check(impl):
@@ -146,11 +151,13 @@ def random_masks(seed, rois=3, classes=4, m=5):
 
 def test_task4_by_hand(impl):
     targets = np.array([[[1.0, 0.0], [0.0, 1.0]]])
-    loss, grad = impl.sigmoid_mask_loss(np.zeros((1, 3, 2, 2)), np.array([2]), targets)
-    expect_close(loss, math.log(2), "sigmoid_mask_loss of zero logits, 1 RoI of class 2, K = 3, 2 x 2 mask: log 2")
+    inputs = dict(mask_logits=np.zeros((1, 3, 2, 2)), labels=np.array([2]), mask_targets=targets)
+    loss, grad = impl.sigmoid_mask_loss(inputs["mask_logits"], inputs["labels"], targets)
+    expect_close(loss, math.log(2), "sigmoid_mask_loss of zero logits, 1 RoI of class 2, K = 3, 2 x 2 mask: log 2",
+                 inputs=inputs)
     want = np.zeros((1, 3, 2, 2))
     want[0, 2] = [[-0.125, 0.125], [0.125, -0.125]]
-    expect_close(grad, want, "its gradient: (sigmoid - target) / (R m m) on channel 2 only")
+    expect_close(grad, want, "its gradient: (sigmoid - target) / (R m m) on channel 2 only", inputs=inputs)
 
 
 def test_task4_only_the_rois_own_class_counts(impl):
@@ -168,28 +175,31 @@ def test_task4_only_the_rois_own_class_counts(impl):
 def test_task4_random(impl):
     logits, labels, targets = random_masks(RNG_SEED + 7)
     got, want = impl.sigmoid_mask_loss(logits, labels, targets), lib.sigmoid_mask_loss(logits, labels, targets)
-    expect_close(got[0], want[0], "sigmoid_mask_loss of 3 RoIs x 4 classes x 5 x 5 random logits: loss")
-    expect_close(got[1], want[1], "the same: gradient")
+    inputs = dict(mask_logits=logits, labels=labels, mask_targets=targets)
+    expect_close(got[0], want[0], "sigmoid_mask_loss of 3 RoIs x 4 classes x 5 x 5 random logits: loss", inputs=inputs)
+    expect_close(got[1], want[1], "the same: gradient", inputs=inputs)
 
 
 def test_task4_gradient_check(impl):
     logits, labels, targets = random_masks(RNG_SEED + 8, rois=2, classes=3, m=3)
     _, grad = impl.sigmoid_mask_loss(logits, labels, targets)
     expect_gradient(grad, lambda z: impl.sigmoid_mask_loss(z, labels, targets)[0], logits,
-                    "sigmoid_mask_loss gradient against finite differences of its loss")
+                    "sigmoid_mask_loss gradient against finite differences of its loss",
+                    inputs=dict(mask_logits=logits, labels=labels, mask_targets=targets))
 
 
 # ----------------------------------------------------------------------------- task 5: softmax_mask_loss
 
 def test_task5_by_hand(impl):
     targets = np.array([[[1.0, 0.0], [0.0, 1.0]]])
-    loss, grad = impl.softmax_mask_loss(np.zeros((1, 3, 2, 2)), np.array([2]), targets)
+    inputs = dict(mask_logits=np.zeros((1, 3, 2, 2)), labels=np.array([2]), mask_targets=targets)
+    loss, grad = impl.softmax_mask_loss(inputs["mask_logits"], inputs["labels"], targets)
     expect_close(loss, math.log(3), "softmax_mask_loss of zero logits, 1 RoI of class 2, K = 3, 2 x 2 mask: "
-                                    "each pixel -log(1/3)")
+                                    "each pixel -log(1/3)", inputs=inputs)
     t = 1 / 3 / 4
     want = np.array([[[[t, t - 0.25], [t - 0.25, t]], [[t, t], [t, t]], [[t - 0.25, t], [t, t - 0.25]]]])
     expect_close(grad, want, "its gradient: (softmax - onehot) / (R m m), onehot = class 2 inside the mask, "
-                             "class 0 outside")
+                             "class 0 outside", inputs=inputs)
 
 
 def test_task5_classes_compete(impl):
@@ -209,8 +219,9 @@ def test_task5_random(impl):
     logits, labels, targets = random_masks(RNG_SEED + 10)
     targets = np.random.default_rng(0).uniform(size=targets.shape)          # soft targets: >= 0.5 is inside
     got, want = impl.softmax_mask_loss(logits, labels, targets), lib.softmax_mask_loss(logits, labels, targets)
-    expect_close(got[0], want[0], "softmax_mask_loss of 3 RoIs x 4 classes x 5 x 5, soft targets: loss")
-    expect_close(got[1], want[1], "the same: gradient")
+    inputs = dict(mask_logits=logits, labels=labels, mask_targets=targets)
+    expect_close(got[0], want[0], "softmax_mask_loss of 3 RoIs x 4 classes x 5 x 5, soft targets: loss", inputs=inputs)
+    expect_close(got[1], want[1], "the same: gradient", inputs=inputs)
 
 
 def test_task5_gradient_check(impl):

@@ -13,7 +13,8 @@ whose functions are the reference solutions: try first, read them after. Every f
 ``(out, cache)``: the cache is yours, hold in it whatever your backward needs, in any layout you like (the
 tests always hand your backward the cache of *your* forward). ``im2col`` and ``col2im`` take
 ``kernel_size``, ``stride`` and ``padding`` as pairs ``(vertical, horizontal)``; ``conv2d`` takes an int or
-a pair, and ``size_pair`` (imported below) turns either into a pair. ``conv_output_size`` gives OH and OW.
+a pair, and ``size_pair`` (imported below) turns either into a pair (``size_pair(padding, "padding",
+minimum=0)`` for a padding, which may be 0). ``conv_output_size`` gives OH and OW.
 A loop over the kh x kw kernel offsets is the intended design; write a loop over output pixels first if it
 helps you think, then replace it. There is no need to validate the inputs. The hints are in README.md.
 """

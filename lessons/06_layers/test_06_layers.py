@@ -183,7 +183,7 @@ def test_task5_by_hand(impl):
     out, _ = impl.conv2d(X33, W22, B1)
     expect_close(out, [[[[5.0, 7.0], [11.0, 13.0]]]],
                  "conv2d of the 3 x 3 input 1..9 with the kernel 1 0 / 2 -1 and bias 1: "
-                 "out[y, x] = x[y, x] + 2 x[y+1, x] - x[y+1, x+1] + 1")
+                 "out[y, x] = x[y, x] + 2 x[y+1, x] - x[y+1, x+1] + 1", inputs=dict(x=X33, w=W22, b=B1))
 
 
 @pytest.mark.parametrize("h, w, kernel_size, stride, padding", GEOMETRIES, ids=GEOMETRY_IDS)
@@ -191,7 +191,8 @@ def test_task5_random(impl, h, w, kernel_size, stride, padding):
     x, weight, b = conv_case(9, h, w, kernel_size)
     got, _ = impl.conv2d(x, weight, b, stride, padding)
     expect_close(got, lib.conv2d(x, weight, b, stride, padding)[0],
-                 "conv2d of " + geometry(h, w, kernel_size, stride, padding) + ", 2 output channels, with a bias")
+                 "conv2d of " + geometry(h, w, kernel_size, stride, padding) + ", 2 output channels, with a bias",
+                 inputs=dict(x=x, w=weight, b=b, stride=stride, padding=padding))
 
 
 def test_task5_ints_no_bias_float32(impl):
@@ -210,12 +211,15 @@ def test_task5_ints_no_bias_float32(impl):
 
 def test_task6_by_hand(impl):
     out, cache = impl.conv2d(X33, W22, B1)
-    dx, dw, db = impl.conv2d_backward(np.ones((1, 1, 2, 2)), cache)
+    dout = np.ones((1, 1, 2, 2))
+    dx, dw, db = impl.conv2d_backward(dout, cache)
     case = "conv2d_backward of dout = ones for the by-hand conv2d of task 5"
-    expect_close(db, [4.0], case + ": db, the sum of dout")
-    expect_close(dw, [[[[12.0, 16.0], [24.0, 28.0]]]], case + ": dw[i, j], the sum of what tap (i, j) saw")
+    inputs = dict(x=X33, w=W22, b=B1, dout=dout)   # the cache comes from conv2d(x, w, b)
+    expect_close(db, [4.0], case + ": db, the sum of dout", inputs=inputs)
+    expect_close(dw, [[[[12.0, 16.0], [24.0, 28.0]]]], case + ": dw[i, j], the sum of what tap (i, j) saw",
+                 inputs=inputs)
     expect_close(dx, [[[[1.0, 1.0, 0.0], [3.0, 2.0, -1.0], [2.0, 1.0, -1.0]]]],
-                 case + ": dx[y, x], the sum of the kernel taps that touched pixel (y, x)")
+                 case + ": dx[y, x], the sum of the kernel taps that touched pixel (y, x)", inputs=inputs)
 
 
 @pytest.mark.parametrize("h, w, kernel_size, stride, padding", GEOMETRIES, ids=GEOMETRY_IDS)
@@ -226,8 +230,9 @@ def test_task6_random(impl, h, w, kernel_size, stride, padding):
     dout = np.random.default_rng(12).standard_normal(lib_out.shape)
     got, want = impl.conv2d_backward(dout, cache), lib.conv2d_backward(dout, lib_cache)
     case = "conv2d_backward of " + geometry(h, w, kernel_size, stride, padding) + ", random dout"
+    inputs = dict(x=x, w=weight, b=b, stride=stride, padding=padding, dout=dout)   # the cache: conv2d(x, w, ...)
     for name, g, e in zip(("dx", "dw", "db"), got, want):
-        expect_close(g, e, f"{case}: {name}")
+        expect_close(g, e, f"{case}: {name}", inputs=inputs)
 
 
 def test_task6_matches_finite_differences(impl):
@@ -237,7 +242,8 @@ def test_task6_matches_finite_differences(impl):
     dout = np.random.default_rng(14).standard_normal(np.asarray(out).shape)
     dx, dw, db = impl.conv2d_backward(dout, cache)
     case = "conv2d_backward against finite differences of conv2d, x 2 x 2 x 5 x 4, w 3 x 2 x 3 x 2, stride (2, 1)"
-    expect_gradient(dx, lambda v: lib.conv2d(v, weight, b, stride, padding)[0], x, case + ": dx", dout=dout)
+    expect_gradient(dx, lambda v: lib.conv2d(v, weight, b, stride, padding)[0], x, case + ": dx", dout=dout,
+                    inputs=dict(x=x, w=weight, b=b, stride=stride, padding=padding, dout=dout))
     expect_gradient(dw, lambda v: lib.conv2d(x, v, b, stride, padding)[0], weight, case + ": dw", dout=dout)
     expect_gradient(db, lambda v: lib.conv2d(x, weight, v, stride, padding)[0], b, case + ": db", dout=dout)
 
