@@ -1,7 +1,7 @@
 """The course as a static web site: ``mrcnn-edu book`` executes the notebooks and renders them with the lessons.
 
     build/book/index.html                 the nine stages of the lecture in order, each with its lesson and notebook
-    build/book/lesson-NN_<stage>.html     lessons/NN_<stage>/README.md, rendered (equations by MathJax)
+    build/book/lesson-NN_<stage>.html     lessons/NN_<stage>/README.md, rendered
     build/book/notebook-NN_<stage>.html   notebooks/NN_<stage>.ipynb, executed, figures embedded as data: URLs
     build/book/assets/...                 the images the lessons show, copied at their repository paths
     build/book/style.css
@@ -13,12 +13,19 @@ marks it, and ``build_book`` then raises ``BookBuildError`` naming every failure
 temporary file and renamed into place, and the index comes last, so an interrupted build never leaves a
 half-written index.
 
+Every formula (``$...$``, ``$$...$$``) of a lesson or a notebook's Markdown is written as MathML when the page is
+built (``_mathml.py``), so the site typesets them with no script, no font to fetch and no network; a formula that
+cannot be converted shows as TeX and is reported among the warnings. No page loads anything from outside:
+nbconvert's MathJax, require.js and widget scripts are left out of the notebook pages, and a widget (tqdm's bar)
+is drawn as its saved state left it, in plain HTML.
+
 Links between the course's files are rewritten to the pages (``../../notebooks/04_roi.ipynb`` becomes
 ``notebook-04_roi.html``, ``../README.md`` the index); a link to another file of the repository goes to
 ``source_url`` when one is given (say ``https://github.com/<owner>/mrcnn-edu/blob/main``) and otherwise keeps
 its text without the link, because the published site does not hold the code.
 
-Host-only: files and HTML, no arrays. Needs nbconvert (>= 7), nbclient, nbformat and ipykernel (the dev extra).
+Host-only: files and HTML, no arrays. Needs nbconvert (>= 7), nbclient, nbformat, ipykernel and latex2mathml (the
+dev extra).
 """
 from __future__ import annotations
 
@@ -61,7 +68,15 @@ STAGES = {
 NAME = re.compile(r"^(\d\d)_[A-Za-z0-9_]+$")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"}
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # IPython colours its tracebacks
-MATHJAX = "https://cdnjs.cloudflare.com/ajax/libs/mathjax/2.7.7/latest.js?config=TeX-AMS_CHTML-full,Safe"
+# nbconvert's lab page without its scripts from a CDN: require.js, MathJax, mermaid and the widget manager
+NOTEBOOK_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js -%}{%- endblock html_head_js -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
 CSS = """\
 body.book { max-width: 52rem; margin: 0 auto; padding: 0 1.2rem 3rem; font: 16px/1.55 system-ui, sans-serif;
@@ -76,7 +91,7 @@ body.book h1:hover a.anchor-link, body.book h2:hover a.anchor-link, body.book h3
     { visibility: visible; }
 .book-nav { font: 14px/1.5 system-ui, sans-serif; margin: 0 auto; padding: 0.6rem 1.2rem; max-width: 64rem;
             border-bottom: 1px solid #d2d2d7; }
-.book-nav a { margin-right: 1.2rem; }
+.book-nav a { margin-right: 1.2rem; color: #0645ad; text-decoration: underline; }
 .book-error { font: 15px/1.5 system-ui, sans-serif; max-width: 64rem; margin: 0.8rem auto; padding: 0.6rem 1rem;
               background: #fdecea; border: 1px solid #e0a39a; border-radius: 4px; color: #611a15; }
 .book-error pre { white-space: pre-wrap; margin: 0.3rem 0 0; }
@@ -89,6 +104,18 @@ ol.stages a { margin-right: 1.2rem; }
 .missing { color: #86868b; }
 .failed { color: #b3261e; font-weight: 600; }
 a.repo-file { color: inherit; }
+math { font-family: "Latin Modern Math", "STIX Two Math", "Cambria Math", "DejaVu Math TeX Gyre",
+       "Libertinus Math", "TeX Gyre Termes Math", math; font-size: 1.05em; }
+math[display="block"] { margin: 0.8rem 0; overflow-x: auto; overflow-y: hidden; }
+.math-display { display: flex; flex-wrap: wrap; justify-content: center; align-items: baseline; column-gap: 2em;
+                margin: 0.8rem 0; }
+.math-display > math[display="block"] { margin: 0.2rem 0; max-width: 100%; }
+code.tex-error { color: #b3261e; }
+.book-widget { display: inline-flex; align-items: center; gap: 0.4em; font: 13px/1.4 ui-monospace, monospace; }
+.book-widget progress { width: 16em; }
+.book-widget progress.success { accent-color: #2e7d32; }
+.book-widget progress.danger { accent-color: #c62828; }
+.book-widget progress.warning { accent-color: #ef6c00; }
 """
 
 
@@ -252,27 +279,90 @@ def _nav(stages: list[Stage], stage: Stage) -> str:
     return f'<nav class="book-nav">{" ".join(links)}</nav>\n'
 
 
-def _html_page(title: str, body: str, mathjax: bool = False) -> str:
-    """A page of the book in its own style, with MathJax (for the lessons' ``$`` and ``$$`` equations)."""
-    math = ""
-    if mathjax:
-        # the configuration goes before the loader, which reads it when it starts
-        math = ('<script type="text/x-mathjax-config">MathJax.Hub.Config({tex2jax: {inlineMath: [["$", "$"], '
-                '["\\\\(", "\\\\)"]], displayMath: [["$$", "$$"], ["\\\\[", "\\\\]"]], processEscapes: true}, '
-                f'messageStyle: "none"}});</script>\n<script src="{MATHJAX}"></script>\n')
+def _html_page(title: str, body: str) -> str:
+    """A page of the book in its own style (its formulas are MathML already: no script)."""
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f'<title>{html.escape(title)}</title>\n<link rel="stylesheet" href="style.css">\n{math}</head>\n'
+            f'<title>{html.escape(title)}</title>\n<link rel="stylesheet" href="style.css">\n</head>\n'
             f'<body class="book">\n{body}\n</body>\n</html>\n')
 
 
 def _lesson_html(stage: Stage, stages: list[Stage], linker: _Linker, root: Path) -> str:
-    from nbconvert.filters import markdown2html
+    from ._mathml import markdown_to_html
 
     markdown = stage.lesson.read_text(encoding="utf-8")
     title = _heading(markdown, f"Lesson {stage.number:02d}")
-    body = linker.rewrite(markdown2html(markdown), stage.lesson.relative_to(root).as_posix())
-    return _html_page(f"{title} | mrcnn-edu", _nav(stages, stage) + f"<main>\n{body}\n</main>", mathjax=True)
+    source = stage.lesson.relative_to(root).as_posix()
+    problems = []
+    body = linker.rewrite(markdown_to_html(markdown, problems), source)
+    linker.warnings += [f"{source}: {p}" for p in problems]
+    return _html_page(f"{title} | mrcnn-edu", _nav(stages, stage) + f"<main>\n{body}\n</main>")
+
+
+def _exporter():
+    """nbconvert's HTML exporter (lab template, figures embedded) whose Markdown cells get MathML formulas and
+    whose page loads no script from outside; ``exporter.problems`` collects the formulas it could not convert."""
+    import jinja2
+    from nbconvert import HTMLExporter
+
+    from ._mathml import markdown_to_html
+
+    class BookExporter(HTMLExporter):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.problems = []
+
+        @jinja2.pass_context
+        def markdown2html(self, context, source):
+            # as HTMLExporter.markdown2html, with the renderer that writes MathML
+            cell = context.get("cell", {})
+            # traits of later nbconvert 7 releases, passed on only where the exporter has them
+            options = {name: getattr(self, name) for name in ("exclude_anchor_links",) if hasattr(self, name)}
+            options.update(getattr(self, "lexer_options", {}))
+            return markdown_to_html(source, self.problems, attachments=cell.get("attachments", {}),
+                                    embed_images=self.embed_images,
+                                    path=context.get("resources", {}).get("metadata", {}).get("path", ""),
+                                    anchor_link_text=self.anchor_link_text, **options)
+
+    exporter = BookExporter(template_name="lab", embed_images=True)
+    exporter.raw_template = NOTEBOOK_TEMPLATE
+    return exporter
+
+
+def _widget_html(model_id: str, models: dict, depth: int = 0) -> str | None:
+    """A still of widget ``model_id`` as its saved state left it (boxes, HTML and labels, progress bars: what a
+    tqdm bar is made of), or None for a kind of widget this does not draw."""
+    model = models.get(model_id.removeprefix("IPY_MODEL_")) if depth < 20 else None
+    name, state = (model.get("model_name", ""), model.get("state", {})) if model else ("", {})
+    if name in ("HBoxModel", "VBoxModel", "BoxModel"):
+        parts = [_widget_html(child, models, depth + 1) for child in state.get("children", [])]
+        tag = "div" if name == "VBoxModel" else "span"
+        return None if None in parts else f'<{tag} class="book-widget">{"".join(parts)}</{tag}>'
+    if name in ("HTMLModel", "HTMLMathModel"):
+        return f"<span>{state.get('value', '')}</span>"
+    if name == "LabelModel":
+        return f"<span>{html.escape(str(state.get('value', '')))}</span>"
+    if name in ("FloatProgressModel", "IntProgressModel"):
+        low = state.get("min", 0) or 0
+        value, high = state.get("value", low) - low, state.get("max", 100) - low
+        style = html.escape(state.get("bar_style") or "")
+        return f'<progress class="{style}" value="{value}" max="{high}"></progress>'
+    return None
+
+
+def _freeze_widgets(nb) -> None:
+    """A widget view needs the widget manager's script from a CDN, and its text is the widget as it was first
+    shown (a tqdm bar at 0%): draw it instead as its saved state left it (the bar at the end), else keep the
+    text; then drop the views and the saved state."""
+    models = nb.metadata.pop("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if WIDGET_VIEW in data:
+                still = _widget_html(str(data.pop(WIDGET_VIEW).get("model_id", "")), models)
+                if still:
+                    data["text/html"] = still
+                data.setdefault("text/plain", "")
 
 
 def _kernel_env(root: Path, fast: bool) -> dict:
@@ -320,9 +410,13 @@ def _notebook_html(stage: Stage, stages: list[Stage], linker: _Linker, root: Pat
     first = next((c.source for c in nb.cells if c.cell_type == "markdown"), "")
     title = _heading(first, stage.notebook.stem)
     error = _execute(nb, stage.notebook.parent, timeout, env) if execute else None
+    _freeze_widgets(nb)
+    source = stage.notebook.relative_to(root).as_posix()
+    exporter.problems.clear()
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": f"{title} | mrcnn-edu",
                                                                       "path": str(stage.notebook.parent)}})
-    body = linker.rewrite(body, stage.notebook.relative_to(root).as_posix())  # before the nav goes in
+    linker.warnings += [f"{source}: {p}" for p in exporter.problems]
+    body = linker.rewrite(body, source)  # before the nav goes in
     top = _nav(stages, stage)
     if error:
         top += (f'<div class="book-error"><strong>This notebook failed to execute</strong>; its outputs stop '
@@ -369,7 +463,6 @@ def build_book(out_dir="build/book", root=ROOT, execute=True, fast=False, timeou
     Raises ``BookBuildError`` (after writing every page and the index) when a notebook failed to execute, and
     ValueError when ``root`` holds no course or ``timeout`` is not positive.
     """
-    from nbconvert import HTMLExporter
     from tqdm.auto import tqdm
 
     if not timeout or timeout <= 0:
@@ -383,7 +476,7 @@ def build_book(out_dir="build/book", root=ROOT, execute=True, fast=False, timeou
     for s in (s for s in stages if s.lesson):
         result.pages.append(_write(out / s.lesson_page, _lesson_html(s, stages, linker, root)))
 
-    exporter = HTMLExporter(template_name="lab", embed_images=True)
+    exporter = _exporter()
     env = _kernel_env(root, fast)
     notebooks = [s for s in stages if s.notebook]
     bar = tqdm(notebooks, desc="executing notebooks" if execute else "rendering notebooks", unit="notebook",
@@ -436,8 +529,8 @@ def run_book(args) -> int:
         result = build_book(args.out, execute=not args.no_execute, fast=args.fast, timeout=args.timeout,
                             source_url=args.source_url)
     except ImportError as err:
-        print(f"mrcnn-edu book: needs nbconvert, nbclient, nbformat and ipykernel ({err}); install them with "
-              f"pip install -e '.[dev]'", file=sys.stderr)
+        print(f"mrcnn-edu book: needs nbconvert, nbclient, nbformat, ipykernel and latex2mathml ({err}); "
+              f"install them with pip install -e '.[dev]'", file=sys.stderr)
         return 2
     except BookBuildError as err:
         for line in err.result.warnings:
