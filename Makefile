@@ -3,17 +3,19 @@
 PYTHON ?= python3
 ARGS ?=
 
-.PHONY: train demo test oracle bench book ablate
+.PHONY: train test notebooks demo oracle bench book ablate
 
 train:
 	$(PYTHON) tasks.py train $(ARGS)
 
+test:
+	$(PYTHON) tasks.py test $(ARGS)
+
+notebooks:
+	$(PYTHON) tasks.py notebooks $(ARGS)
 
 demo:
 	$(PYTHON) tasks.py demo $(ARGS)
-
-test:
-	$(PYTHON) tasks.py test $(ARGS)
 
 oracle:
 	$(PYTHON) tasks.py oracle $(ARGS)

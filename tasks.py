@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """The project's commands, in plain Python (standard library only), so they run on any machine with Python 3.10+.
 
-    python3 tasks.py train    [args...]   train the default shapes model and evaluate it -> runs/shapes/
-    python3 tasks.py demo     [args...]   the demo of the lecture's stages -> runs/demo/
-    python3 tasks.py test     [args...]   the whole test suite (args go to pytest, e.g. -k roi)
-    python3 tasks.py oracle   [args...]   the torchvision parity tests, in their own environment (several GB)
-    python3 tasks.py bench    [args...]   every benchmarks/*.py (args go to each script)
-    python3 tasks.py book     [args...]   execute the notebooks, render the course as HTML -> build/book/
-    python3 tasks.py ablate   [args...]   the paper's Table 2 ablations on shapes -> benchmarks/ablations.md
+    python3 tasks.py train     [args...]  train the default shapes model and evaluate it -> runs/shapes/
+    python3 tasks.py test      [args...]  the whole test suite (args go to pytest, e.g. -k roi)
+    python3 tasks.py notebooks [args...]  open the course's notebooks/ in JupyterLab (args go to it, e.g. --no-browser)
+    python3 tasks.py demo      [args...]  the demo of the lecture's stages -> runs/demo/
+    python3 tasks.py oracle    [args...]  the torchvision parity tests, in their own environment (several GB)
+    python3 tasks.py bench     [args...]  every benchmarks/*.py (args go to each script)
+    python3 tasks.py book      [args...]  execute the notebooks, render the course as HTML -> build/book/
+    python3 tasks.py ablate    [args...]  the paper's Table 2 ablations on shapes -> benchmarks/ablations.md
 
 Each command first makes its virtual environment if it is missing (./.venv, or ./.venv-oracle for the oracle)
 and installs the project into it, editable, with its dev extra; it reinstalls only when what it would
@@ -17,6 +18,7 @@ printed before it runs; the exit code is that of the step that failed (pytest's,
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -43,8 +45,9 @@ def say(message: str) -> None:
     print(f"[tasks] {message}", flush=True)
 
 
-def run(cmd: list, **kwargs) -> None:
-    """Print ``cmd``, run it in the repository root, and raise ``StepFailed`` when it fails."""
+def run(cmd: list, stopped_ok: bool = False, **kwargs) -> None:
+    """Print ``cmd``, run it in the repository root, and raise ``StepFailed`` when it fails (with ``stopped_ok``,
+    a program stopped by Ctrl-C has not failed)."""
     shown = " ".join(str(c) for c in cmd)
     say(f"$ {shown}")
     try:
@@ -52,9 +55,22 @@ def run(cmd: list, **kwargs) -> None:
     except OSError as err:  # a missing program: say which, like a shell would
         say(f"cannot run {cmd[0]}: {err}")
         raise StepFailed(127) from err
-    if code != 0:
+    if stopped_ok and code in (-signal.SIGINT, 128 + signal.SIGINT):
+        say("stopped by Ctrl-C")
+    elif code != 0:
         say(f"failed with exit code {code}: {shown}")
         raise StepFailed(code)
+
+
+def run_interactive(cmd: list) -> None:
+    """``run`` for a program that answers Ctrl-C itself: JupyterLab asks whether to stop, then shuts its kernels
+    down. Ctrl-C reaches every process of the terminal; tasks.py lets the program handle it and waits for it
+    to exit, instead of stopping at once and leaving it behind. Stopped by Ctrl-C is not a failure."""
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: None)  # reset to the default in the child
+    try:
+        run(cmd, stopped_ok=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def bin_dir(venv: Path) -> Path:
@@ -138,6 +154,23 @@ def cmd_train(args: list) -> None:
     run([venv_script(VENV, "mrcnn-edu"), "train", "--out", "runs/shapes", *args])
 
 
+def jupyterlab_command(python: Path, args: list) -> list:
+    """The command line that opens JupyterLab on notebooks/ (``args`` appended: ``--no-browser``, ``--port``)."""
+    cmd = [python, "-m", "jupyterlab", "--notebook-dir=notebooks", *args]
+    # JupyterLab refuses to start as root, which is how a container (Docker, a cloud notebook box) runs it
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in args:
+        say("running as root (a container?): adding --allow-root, which JupyterLab asks for then")
+        cmd.append("--allow-root")
+    return cmd
+
+
+def cmd_notebooks(args: list) -> None:
+    python = ensure_venv(VENV, ("-e", PROJECT))
+    say("JupyterLab opens in your browser (or open the http://localhost address it prints); "
+        "run a notebook top to bottom with Run > Run All Cells. Ctrl-C here, twice, stops it")
+    run_interactive(jupyterlab_command(python, args))
+
+
 def cmd_demo(args: list) -> None:
     ensure_venv(VENV, ("-e", PROJECT))
     run([venv_script(VENV, "mrcnn-edu"), "demo", "--out", "runs/demo", *args])
@@ -190,8 +223,8 @@ def cmd_bench(args: list) -> None:
         raise failed
 
 
-COMMANDS = {"train": cmd_train, "demo": cmd_demo, "test": cmd_test, "oracle": cmd_oracle, "bench": cmd_bench,
-            "book": cmd_book, "ablate": cmd_ablate}
+COMMANDS = {"train": cmd_train, "test": cmd_test, "notebooks": cmd_notebooks, "demo": cmd_demo,
+            "oracle": cmd_oracle, "bench": cmd_bench, "book": cmd_book, "ablate": cmd_ablate}
 
 
 def main(argv: list) -> int:

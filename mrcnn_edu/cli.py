@@ -7,7 +7,8 @@
     evaluate       COCO AP, AP50, AP75 of a model on the shapes validation split or a COCO data set
     predict        draw instances on your images, and write them as COCO JSON
     export-shapes  write shapes images and their COCO annotations
-    lessons        start: copy the exercise stubs into your working copies; check [NN]: grade them
+    lessons        start: copy the exercise stubs into your working copies; check [NN]: grade them;
+                   capstone [--steps N]: train Mask R-CNN on your own functions
     book           execute the notebooks and render the course as static HTML (build/book/)
     ablate         the paper's Table 2 ablations on shapes: train each setting, print one table
     anchors        how well the model's anchors fit a COCO data set's objects, and better sizes
@@ -371,6 +372,12 @@ def cmd_export_shapes(args):
 
 def cmd_lessons(args):
     from . import lessons
+    if args.action == "capstone":
+        if args.stage is not None:
+            raise UsageError(f"capstone: takes no lesson ({args.stage!r}); it trains on every lesson's working copy")
+        _positive_int(args, "steps")
+        from .capstone import cmd_capstone
+        return cmd_capstone(args.steps, args.seed)
     if args.action == "start":
         lessons.start(stage=args.stage)
         return 0
@@ -450,8 +457,11 @@ def _predict_arguments(p):
 
 
 def _lessons_arguments(p):
-    p.add_argument("action", choices=["start", "check"])
-    p.add_argument("stage", nargs="?", default=None, help="one lesson, e.g. 01 (default: all)")
+    p.add_argument("action", choices=["start", "check", "capstone"])
+    p.add_argument("stage", nargs="?", default=None, help="one lesson, e.g. 01 (default: all; start and check only)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="capstone: training steps of your run and of the reference (default 300)")
+    p.add_argument("--seed", type=int, default=0, help="capstone: seed of data, initialization and sampling (default 0)")
 
 
 def _export_shapes_arguments(p):
@@ -488,7 +498,8 @@ SUBCOMMANDS = [
     ("export-shapes", "write shapes images and COCO annotations", _export_shapes_arguments, cmd_export_shapes),
     ("anchors", explore.ANCHORS_HELP, explore.add_anchors_arguments, _flags_first(explore.cmd_anchors)),
     ("browse", explore.BROWSE_HELP, explore.add_browse_arguments, _flags_first(explore.cmd_browse)),
-    ("lessons", "graded exercises: start (make your working copies), check [NN] (grade them)", _lessons_arguments,
+    ("lessons", "graded exercises: start (make your working copies), check [NN] (grade them), capstone (train "
+                "Mask R-CNN on your functions)", _lessons_arguments,
      cmd_lessons),
     ("book", book.HELP, book.add_arguments, book.run_book),
     ("ablate", ablate.HELP, ablate.add_arguments, _ablate),

@@ -35,9 +35,10 @@ def _demo_iou_and_nms(out, xp, rng):
     boxes = (objects[:, None, :] + jitter).reshape(-1, 4)
     boxes[:, 2:] = boxes[:, 2:].clip(boxes[:, :2] + 10)  # keep x2 > x1, y2 > y1
     scores = backend.to_host(box_iou(xp.asarray(boxes), xp.asarray(objects)).max(axis=1))
-    keep = nms(xp.asarray(boxes), xp.asarray(scores), 0.7)
-    print(f"  NMS at IoU 0.7 keeps {len(keep)} of {len(boxes)} jittered boxes around 2 objects")
-    save(nms_figure((400, 400), boxes, scores, keep), out / "01_nms.png")
+    threshold = 0.7
+    keep = nms(xp.asarray(boxes), xp.asarray(scores), threshold)
+    print(f"  NMS at IoU {threshold} keeps {len(keep)} of {len(boxes)} jittered boxes around 2 objects")
+    save(nms_figure((400, 400), boxes, scores, keep, iou_threshold=threshold), out / "01_nms.png")
     return ok
 
 
@@ -96,7 +97,8 @@ def _demo_roi(out, xp):
     steps = (np.arange(size * ratio) + 0.5) / ratio
     xs, ys = np.meshgrid(box[0] - 0.5 + steps * bin_w, box[1] - 0.5 + steps * bin_h)
     samples = np.column_stack([xs.ravel(), ys.ravel()])
-    save(roi_figure(fmap, (0, 3, 6, 7), pooled[0, 0], aligned[0, 0], samples), out / "04_roi_pool_vs_align.png")
+    save(roi_figure(fmap, (0, 3, 6, 7), pooled[0, 0], aligned[0, 0], samples, bins="slides", aligned=True,
+                    sampling_ratio=ratio), out / "04_roi_pool_vs_align.png")
     return ok
 
 
@@ -106,10 +108,10 @@ def _demo_losses(out, xp):
 
     print("5. Losses")
     x = xp.linspace(-3, 3, 601)
-    loss, grad = smooth_l1_loss(x, xp.zeros_like(x), reduction="none")
+    loss, grad = smooth_l1_loss(x, xp.zeros_like(x), beta=1.0, reduction="none")
     ok = _say(abs(float(loss[0]) - 2.5) < 1e-12 and abs(float(loss[350]) - 0.125) < 1e-12,
               "smooth-L1(-3) = 2.5 (|x| - 0.5), smooth-L1(0.5) = 0.125 (0.5 x^2)")
-    save(smooth_l1_figure(x, loss, grad), out / "05_smooth_l1.png")
+    save(smooth_l1_figure(x, loss, grad, beta=1.0), out / "05_smooth_l1.png")
     ce, _ = softmax_cross_entropy(xp.zeros((1, 4)), xp.asarray([2]))
     ok &= _say(abs(float(ce) - 1.3862944) < 1e-6, f"cross-entropy of 4 equal logits = log 4 = {float(ce):.4f}")
     logits = xp.zeros((1, 4, 2, 2))

@@ -3,6 +3,12 @@
 Each function draws one stage onto a new matplotlib figure and returns it; ``save`` writes it as PNG.
 The stage functions themselves live in the library; nothing here recomputes them (the stage-9 failure
 figures take their verdicts from ``ap.classify_detections``).
+
+House rules for a figure a student reads: each stage figure's title states the convention it was drawn with
+(``bins='slides'``, ``aligned=True``, the NMS threshold, the anchors' centring); a heat map has a colour bar;
+text on a coloured cell or patch is black or white, whichever reads on that colour (``text_colour``,
+``write_values``, ``label_box``); labels of boxes sit inside their box on a patch of the box's colour, so they
+stay readable on any image and never spill out of the picture.
 """
 from __future__ import annotations
 
@@ -19,9 +25,10 @@ from . import backend
 from .boxes import box_iou
 from .ap import OUTCOMES, classify_detections, mask_iou
 
-__all__ = ["draw_boxes", "anchors_figure", "iou_figure", "rpn_labels_figure", "nms_figure", "roi_figure",
-           "smooth_l1_figure", "draw_instances", "predictions_figure", "training_curves_figure", "save",
-           "OUTCOME_COLOURS", "draw_failures", "failures_figure"]
+__all__ = ["text_colour", "label_box", "write_values", "draw_boxes", "anchors_figure", "iou_figure",
+           "rpn_labels_figure", "nms_figure", "roi_figure", "smooth_l1_figure", "draw_instances",
+           "predictions_figure", "training_curves_figure", "save", "OUTCOME_COLOURS", "draw_failures",
+           "failures_figure"]
 
 LABEL_COLOURS = {1: "tab:green", 0: "tab:red", -1: "0.7"}
 
@@ -30,37 +37,80 @@ def _host(a):
     return np.asarray(backend.to_host(a))
 
 
+def text_colour(colour):
+    """``"k"`` or ``"w"``: the text colour that reads on a background of ``colour`` (any matplotlib colour)."""
+    r, g, b = to_rgb(colour)
+    return "k" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "w"
+
+
+def label_box(ax, x, y, text, colour, fontsize=8, **kwargs):
+    """``text`` with its top-left corner at ``(x, y)``, black or white on a small patch of ``colour``: readable
+    on any image, and clipped to the axes. ``kwargs`` go to ``ax.text`` (``va``, ``ha``, ``zorder``, ...)."""
+    style = dict(va="top", ha="left", clip_on=True, zorder=5)
+    style.update(kwargs)
+    return ax.text(x, y, text, color=text_colour(colour), fontsize=fontsize,
+                   bbox=dict(facecolor=colour, alpha=0.85, pad=1.5, linewidth=0), **style)
+
+
+def write_values(ax, values, image, fmt="{:.2f}", fontsize=8, skip_zeros=False, offset=0.0):
+    """Write each entry of the 2-D array ``values`` on its cell (column ``x``, row ``y``, at ``(x + offset,
+    y + offset)``), in black or white, whichever reads on the colour ``image`` (what ``ax.imshow`` returned)
+    gives that cell."""
+    values = _host(values)
+    for (y, x), v in np.ndenumerate(values):
+        if skip_zeros and v == 0:
+            continue
+        ax.text(x + offset, y + offset, fmt.format(v), ha="center", va="center", fontsize=fontsize,
+                color=text_colour(image.cmap(image.norm(v))))
+
+
 def draw_boxes(ax, boxes, colour="tab:blue", linewidth=1.0, alpha=1.0, labels=None):
-    """Draw ``N x 4`` boxes ``(x1, y1, x2, y2)`` on an axes whose y axis points down (image convention)."""
+    """Draw ``N x 4`` boxes ``(x1, y1, x2, y2)`` on an axes whose y axis points down (image convention).
+
+    labels : None, or one string per box, written inside the box's top-left corner (``label_box``)
+    """
     for i, (x1, y1, x2, y2) in enumerate(_host(boxes)):
         ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linewidth=linewidth,
                                alpha=alpha))
         if labels is not None:
-            ax.text(x1, y1, labels[i], color=colour, fontsize=7, va="bottom")
+            label_box(ax, x1, y1, labels[i], colour)
 
 
-def _image_axes(ax, height, width, title):
-    ax.set_xlim(-0.5 * width, 1.5 * width)
-    ax.set_ylim(1.5 * height, -0.5 * height)
+def _image_axes(ax, height, width, title, margin=0.5):
+    """An axes showing the image's rectangle (light grey) with ``margin`` times its size around it."""
+    ax.set_xlim(-margin * width, (1 + margin) * width)
+    ax.set_ylim((1 + margin) * height, -margin * height)
     ax.add_patch(Rectangle((0, 0), width, height, fill=True, facecolor="0.95", edgecolor="k"))
     ax.set_aspect("equal")
     ax.set_title(title, fontsize=10)
+
+
+def _centring(centres, stride):
+    """How the anchors of cell (i, j) are centred, from the first cell's centre: at its corner or its middle."""
+    o = float(centres[0, 0])
+    if o == 0:
+        return f"centred on the cell corners ({stride} j, {stride} i): offset 0"
+    return f"centred at ({stride} j + {o:g}, {stride} i + {o:g}): offset {o / stride:g}"
 
 
 def anchors_figure(anchors, image_size, stride, k):
     """Left: the k anchors of the centre cell. Right: the grid of anchor positions (one dot per cell)."""
     anchors = _host(anchors)
     height, width = image_size
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.8))
     cells = len(anchors) // k
     centres = (anchors[::k, :2] + anchors[::k, 2:]) / 2
     centre_cell = int(np.argmin(((centres - [width / 2, height / 2]) ** 2).sum(axis=1)))  # nearest the middle
-    _image_axes(left, height, width, f"the k = {k} anchors of one cell")
-    draw_boxes(left, anchors[centre_cell * k:(centre_cell + 1) * k], colour="tab:blue")
+    cx, cy = centres[centre_cell]
+    _image_axes(left, height, width, f"the k = {k} anchors of the cell at ({cx:g}, {cy:g})")
+    draw_boxes(left, anchors[centre_cell * k:(centre_cell + 1) * k], colour="tab:blue", linewidth=1.5)
+    left.plot(cx, cy, "r+", markersize=12)
     _image_axes(right, height, width, f"{cells} cells x {k} = {len(anchors)} anchors (stride {stride})")
     right.plot(centres[:, 0], centres[:, 1], ".", markersize=2, color="tab:blue")
     outside = ((anchors[:, 0] < 0) | (anchors[:, 1] < 0) | (anchors[:, 2] > width) | (anchors[:, 3] > height)).mean()
     right.set_xlabel(f"{outside:.0%} of the anchors reach outside the image")
+    fig.suptitle(f"anchors of a {width} x {height} image, {_centring(centres, stride)}; "
+                 "boxes (x1, y1, x2, y2) in image pixels", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -68,9 +118,9 @@ def anchors_figure(anchors, image_size, stride, k):
 def iou_figure(box_a, box_b, iou):
     """Two boxes, their intersection shaded, and the IoU in the title."""
     a, b = _host(box_a).reshape(4), _host(box_b).reshape(4)
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    draw_boxes(ax, [a], "tab:blue", 2)
-    draw_boxes(ax, [b], "tab:orange", 2)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    draw_boxes(ax, [a], "tab:blue", 2, labels=[f"A {tuple(float(v) for v in a)}"])
+    draw_boxes(ax, [b], "tab:orange", 2, labels=[f"B {tuple(float(v) for v in b)}"])
     ix1, iy1, ix2, iy2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
     if ix2 > ix1 and iy2 > iy1:
         ax.add_patch(Rectangle((ix1, iy1), ix2 - ix1, iy2 - iy1, color="tab:purple", alpha=0.3))
@@ -78,7 +128,9 @@ def iou_figure(box_a, box_b, iou):
     ax.set_xlim(lo, hi)
     ax.set_ylim(hi, lo)
     ax.set_aspect("equal")
-    ax.set_title(f"IoU = intersection / union = {float(iou):.3f}", fontsize=10)
+    ax.set_title(f"IoU = intersection (shaded) / union = {float(iou):.3f}\n"
+                 "boxes (x1, y1, x2, y2), width x2 - x1 (no +1)", fontsize=10)
+    fig.tight_layout()
     return fig
 
 
@@ -86,68 +138,102 @@ def rpn_labels_figure(image_size, gt_boxes, anchors, labels):
     """Ground truth (black) and the anchors the RPN sampler picked: object (green) and not object (red)."""
     anchors, labels = _host(anchors), _host(labels)
     height, width = image_size
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
-    _image_axes(ax, height, width, "RPN labels: object (IoU >= 0.7 or best) / not object (IoU < 0.3)")
+    fig, ax = plt.subplots(figsize=(7, 6))
+    _image_axes(ax, height, width, "RPN labels: object = IoU >= 0.7 or an object's best anchor,\n"
+                                   "not object = IoU < 0.3, in between ignored; 256 sampled", margin=0.4)
     negatives = np.flatnonzero(labels == 0)
-    negatives = negatives[np.linspace(0, len(negatives) - 1, min(40, len(negatives))).astype(int)]  # all would hide the picture
+    drawn = min(40, len(negatives))   # all of them would hide the picture
+    negatives = negatives[np.linspace(0, len(negatives) - 1, drawn).astype(int)]
     draw_boxes(ax, anchors[negatives], LABEL_COLOURS[0], 0.6, 0.5)
     draw_boxes(ax, anchors[labels == 1], LABEL_COLOURS[1], 1.2)
     draw_boxes(ax, gt_boxes, "k", 2.5)
-    ax.set_xlabel(f"sampled: {(labels == 1).sum()} object, {(labels == 0).sum()} not object "
-                  f"(40 drawn), {(labels == -1).sum()} ignored")
-    return fig
-
-
-def nms_figure(image_size, boxes, scores, keep):
-    """Proposals before NMS (left, darker = higher score) and the ones NMS keeps (right)."""
-    boxes, scores, keep = _host(boxes), _host(scores), _host(keep)
-    height, width = image_size
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.8))
-    _image_axes(left, height, width, f"before NMS: {len(boxes)} boxes")
-    shade = (scores - scores.min()) / max(np.ptp(scores), 1e-12)
-    for box, s in zip(boxes, shade):
-        draw_boxes(left, [box], plt.cm.viridis(s), 0.8)
-    _image_axes(right, height, width, f"after NMS (IoU > 0.7 suppressed): {len(keep)} boxes")
-    draw_boxes(right, boxes[keep], "tab:green", 1.5, labels=[f"{scores[i]:.2f}" for i in keep])
+    ax.legend(handles=[Line2D([], [], color="k", linewidth=2.5, label="ground truth"),
+                       Line2D([], [], color=LABEL_COLOURS[1], label=f"object: {(labels == 1).sum()} sampled"),
+                       Line2D([], [], color=LABEL_COLOURS[0], alpha=0.6,
+                              label=f"not object: {(labels == 0).sum()} sampled, {drawn} drawn")],
+              loc="upper left", fontsize=8, framealpha=0.9)
+    ax.set_xlabel(f"{(labels == -1).sum()} anchors left out (ignored, or not drawn into the 256)")
     fig.tight_layout()
     return fig
 
 
-def roi_figure(feature_map, roi, pool_out, align_out, sample_points):
-    """The lecture's 8 x 8 map with one RoI: RoIPool's output next to RoIAlign's and its sample points."""
-    fmap = _host(feature_map)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.3))
-    axes[0].imshow(fmap, cmap="viridis", extent=(0, fmap.shape[1], fmap.shape[0], 0))
-    x1, y1, x2, y2 = roi
-    axes[0].add_patch(Rectangle((x1, y1), x2 - x1 + 1, y2 - y1 + 1, fill=False, edgecolor="r", linewidth=2))
-    pts = _host(sample_points)
-    axes[0].plot(pts[:, 0] + 0.5, pts[:, 1] + 0.5, "w.", markersize=4)
-    axes[0].set_title("feature map, RoI (red), RoIAlign samples (white)", fontsize=9)
-    for ax, out, name in ((axes[1], pool_out, "RoIPool (quantized bins, max)"),
-                          (axes[2], align_out, "RoIAlign (bilinear samples, mean)")):
-        out = _host(out)
-        ax.imshow(out, cmap="viridis", vmin=fmap.min(), vmax=fmap.max())
-        for (i, j), v in np.ndenumerate(out):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w", fontsize=11)
-        ax.set_title(name, fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+def nms_figure(image_size, boxes, scores, keep, iou_threshold=0.7):
+    """Boxes before NMS coloured by score (left, with a colour bar) and the ones NMS keeps (right), each in its
+    own colour with its score in the legend (labels on the boxes would pile up where the boxes do)."""
+    boxes, scores, keep = _host(boxes), _host(scores), _host(keep)
+    height, width = image_size
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5.2))
+    _image_axes(left, height, width, f"before NMS: {len(boxes)} boxes, coloured by score", margin=0.1)
+    norm = plt.Normalize(float(scores.min()), float(scores.max()))
+    for i in np.argsort(scores):                    # the best drawn last, on top
+        draw_boxes(left, [boxes[i]], plt.cm.viridis(norm(scores[i])), 1.0)
+    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=left, shrink=0.8, label="score")
+    _image_axes(right, height, width, f"after NMS at IoU > {iou_threshold:g}: {len(keep)} boxes, best first",
+                margin=0.1)
+    for n, i in enumerate(keep):
+        colour = INSTANCE_COLOURS[n % len(INSTANCE_COLOURS)]
+        draw_boxes(right, [boxes[i]], colour, 2)
+        right.plot([], [], color=colour, linewidth=2, label=f"score {scores[i]:.2f}")
+    right.legend(loc="upper left", fontsize=8, framealpha=0.9)
+    fig.tight_layout()
     return fig
 
 
-def smooth_l1_figure(x, smooth, grad):
-    """Smooth-L1 against L2/2 and L1, and its gradient: quadratic near 0, linear (bounded gradient) beyond 1."""
+def roi_figure(feature_map, roi, pool_out, align_out, sample_points, bins="slides", aligned=True, sampling_ratio=2):
+    """The lecture's 8 x 8 map with one RoI: RoIPool's output next to RoIAlign's and its sample points.
+
+    roi           : ``(x1, y1, x2, y2)`` in whole pixels, both ends included (the lecture's convention)
+    sample_points : S x 2 ``(x, y)`` of RoIAlign's samples, in pixel-centre coordinates (pixel x is centred on x)
+    bins, aligned, sampling_ratio : what ``pool_out`` and ``align_out`` were computed with (for the titles)
+    """
+    fmap = _host(feature_map)
+    vmin, vmax = float(fmap.min()), float(fmap.max())
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5.2), gridspec_kw={"width_ratios": [1.3, 1, 1]}, layout="constrained")
+    shown = axes[0].imshow(fmap, cmap="viridis", vmin=vmin, vmax=vmax,
+                           extent=(-0.5, fmap.shape[1] - 0.5, fmap.shape[0] - 0.5, -0.5))
+    write_values(axes[0], fmap, shown, fontsize=7)
+    x1, y1, x2, y2 = roi
+    axes[0].add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1 + 1, y2 - y1 + 1, fill=False, edgecolor="r",
+                                linewidth=2.5))
+    pts = _host(sample_points)
+    # hollow rings, so that the values under them stay readable
+    axes[0].plot(pts[:, 0], pts[:, 1], "o", markerfacecolor="none", markeredgecolor="m", markeredgewidth=1.5,
+                 markersize=9)
+    axes[0].set_title(f"the map, RoI {tuple(roi)} in whole pixels (red),\nRoIAlign's sample points (magenta rings)",
+                      fontsize=9)
+    n = _host(pool_out).shape[0]
+    for ax, out, name in ((axes[1], pool_out, f"RoIPool {n}x{n}, bins={bins!r}:\nthe max of each quantized bin"),
+                          (axes[2], align_out, f"RoIAlign {n}x{n}, aligned={aligned}, sampling_ratio="
+                                               f"{sampling_ratio}:\nthe mean of each bin's bilinear samples")):
+        out = _host(out)
+        image = ax.imshow(out, cmap="viridis", vmin=vmin, vmax=vmax)
+        write_values(ax, out, image, fontsize=13)
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(shown, ax=axes, shrink=0.85, label="feature value")
+    return fig
+
+
+def smooth_l1_figure(x, smooth, grad, beta=1.0):
+    """Smooth-L1 against L2/2 and L1, and its gradient: quadratic near 0, linear (bounded gradient) beyond beta."""
     x, smooth, grad = _host(x), _host(smooth), _host(grad)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
-    left.plot(x, smooth, label="smooth-L1", linewidth=2)
-    left.plot(x, 0.5 * x ** 2, "--", label="0.5 x^2")
-    left.plot(x, np.abs(x), ":", label="|x|")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.plot(x, smooth, label=f"smooth-L1, beta = {beta:g}", linewidth=2)
+    left.plot(x, 0.5 * x ** 2, "--", label="L2: 0.5 x^2")
+    left.plot(x, np.abs(x), ":", label="L1: |x|")
     left.set_ylim(0, 3)
     left.legend()
-    left.set_title("loss", fontsize=10)
-    right.plot(x, grad, linewidth=2)
-    right.set_title("gradient: bounded by 1, so outliers do not explode", fontsize=10)
+    left.set_title(f"smooth-L1 (beta = {beta:g}): 0.5 x^2 / beta where |x| < beta,\n|x| - 0.5 beta beyond",
+                   fontsize=10)
+    right.plot(x, grad, linewidth=2, label="d smooth-L1 / dx")
+    right.axhline(1, color="0.7", linestyle=":", linewidth=1)
+    right.axhline(-1, color="0.7", linestyle=":", linewidth=1)
+    right.set_title("its gradient: x / beta near 0, then +-1: bounded,\nso an outlier cannot blow up a step",
+                    fontsize=10)
+    for ax in (left, right):
+        ax.set_xlabel("x = prediction - target")
+        ax.axvspan(-beta, beta, color="0.93", zorder=0)
     fig.tight_layout()
     return fig
 
@@ -155,8 +241,9 @@ def smooth_l1_figure(x, smooth, grad):
 INSTANCE_COLOURS = plt.cm.tab10.colors
 
 
-def draw_instances(ax, image, detection, class_names, score_min=0.5):
-    """An image with its instances: translucent masks, boxes, and ``class score`` labels.
+def draw_instances(ax, image, detection, class_names, score_min=0.5, show_scores=True):
+    """An image with its instances: translucent masks, boxes, and ``class score`` labels (``class`` alone
+    without ``show_scores``, for ground truth).
 
     detection : dict with ``boxes`` D x 4, ``scores`` D, ``labels`` D, ``masks`` D x H x W bool (host or device)
     """
@@ -173,20 +260,23 @@ def draw_instances(ax, image, detection, class_names, score_min=0.5):
         colour = INSTANCE_COLOURS[n % len(INSTANCE_COLOURS)]
         label = int(d["labels"][i])
         name = class_names[label] if label < len(class_names) else str(label)
-        draw_boxes(ax, d["boxes"][i:i + 1], colour, 1.5, labels=[f"{name} {d['scores'][i]:.2f}"])
+        draw_boxes(ax, d["boxes"][i:i + 1], colour, 1.5,
+                   labels=[f"{name} {d['scores'][i]:.2f}" if show_scores else name])
     ax.set_xticks([])
     ax.set_yticks([])
 
 
-def predictions_figure(images, detections, class_names, columns=4):
-    """A grid of images with their predicted instances (``draw_instances``)."""
+def predictions_figure(images, detections, class_names, columns=4, score_min=0.5, title=None):
+    """A grid of images with their predicted instances (``draw_instances``) under one title."""
     rows = max(1, math.ceil(len(images) / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3 * rows + 0.4), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, image, det in zip(axes.ravel(), images, detections):
         ax.axis("on")
-        draw_instances(ax, image, det, class_names)
+        draw_instances(ax, image, det, class_names, score_min)
+    fig.suptitle(title or f"predicted instances with score >= {score_min:g}: mask, box, class and score",
+                 fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -203,9 +293,9 @@ def training_curves_figure(records):
         for key in ("loss", "loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"):
             left.plot(steps, [r[key] for r in logs], label=key, linewidth=2 if key == "loss" else 1)
         left.set_yscale("log")
-        left.legend(fontsize=7)
+        left.legend(fontsize=8)
     left.set_xlabel("step")
-    left.set_title("training losses", fontsize=10)
+    left.set_title("training losses (log scale)", fontsize=10)
     evals = [r for r in records if "eval" in r]
     if evals:
         steps = [r["step"] for r in evals]
@@ -213,10 +303,10 @@ def training_curves_figure(records):
             for key in ("AP", "AP50", "AP75"):
                 right.plot(steps, [r["eval"][f"{kind}_{key}"] for r in evals], style, markersize=3,
                            label=f"{kind} {key}")
-        right.legend(fontsize=7)
+        right.legend(fontsize=8)
         right.set_ylim(0, 1)
     right.set_xlabel("step")
-    right.set_title("validation (COCO metric)", fontsize=10)
+    right.set_title("validation AP (COCO metric, pycocotools)", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -245,10 +335,6 @@ def _pair_iou(ground_truth, detection, iou_type):
         return _host(box_iou(np.asarray(detection["boxes"], np.float64).reshape(-1, 4),
                              np.asarray(ground_truth["boxes"], np.float64).reshape(-1, 4)))
     raise ValueError(f"iou_type: expected 'mask' or 'box', got {iou_type!r}")
-
-
-# labels inside their boxes, on a light patch, never spilling over the panel above
-_LABEL_STYLE = dict(fontsize=7, clip_on=True, bbox=dict(facecolor="white", alpha=0.7, pad=0.3, linewidth=0))
 
 
 def _class_name(label, class_names):
@@ -289,7 +375,7 @@ def draw_failures(ax, image, ground_truth, detection, class_names, iou_threshold
         text = f"{_class_name(int(det['labels'][i]), class_names)} {det['scores'][i]:.2f}"
         if outcome[i] == 2:
             text += f" (is {_class_name(int(gt['labels'][truth[i]]), class_names)})"
-        ax.text(x1 + 1, y1 + 1, text, color=colour, va="top", **_LABEL_STYLE)
+        label_box(ax, x1 + 1, y1 + 1, text, colour, fontsize=7)
     for g in np.flatnonzero(result["missed"]):
         x1, y1, x2, y2 = gt["boxes"][g]
         if "masks" in gt:
@@ -298,8 +384,8 @@ def draw_failures(ax, image, ground_truth, detection, class_names, iou_threshold
         else:
             ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=MISSED_COLOUR, linewidth=2,
                                    linestyle=":"))
-        ax.text(x1 + 1, y2 - 1, f"missed {_class_name(int(gt['labels'][g]), class_names)}", color=MISSED_COLOUR,
-                va="bottom", **_LABEL_STYLE)
+        label_box(ax, x1 + 1, y2 - 1, f"missed {_class_name(int(gt['labels'][g]), class_names)}", MISSED_COLOUR,
+                  fontsize=7, va="bottom")
     counts = np.bincount(outcome[shown], minlength=len(OUTCOMES))
     ax.set_title(f"{counts[0]} right, {counts[1:].sum()} wrong, {int(result['missed'].sum())} missed", fontsize=9)
     ax.set_xticks([])
@@ -327,6 +413,9 @@ def failures_figure(images, ground_truths, detections, class_names, iou_threshol
     handles = [Line2D([], [], color=c, linestyle="-" if i == 0 else "--", linewidth=2, label=name)
                for i, (name, c) in enumerate(zip(OUTCOMES, OUTCOME_COLOURS))]
     handles.append(Line2D([], [], color=MISSED_COLOUR, linestyle=":", linewidth=2, label="missed object"))
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.6 / height, 1, 1))
+    ncol = len(handles) if columns >= 3 else 3                   # a narrow grid: the legend in two rows
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=9, frameon=False)
+    fig.suptitle(f"detections with score >= {score_min:g}, sorted by COCO's greedy matching at {iou_type} IoU >= "
+                 f"{iou_threshold:g}", fontsize=10)
+    fig.tight_layout(rect=(0, (0.45 if ncol == len(handles) else 0.75) / height, 1, 1), h_pad=1.2)
     return fig

@@ -27,12 +27,13 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mrcnn_edu"
 #   ap.py          COCO AP by hand, on host arrays (as pycocotools)
 #   inference.py   loads a model file and stacks host images into batches
 #   demo.py        prints and draws the lecture's worked examples
+#   capstone.py    trains on the student's lesson functions, on NumPy only, comparing them with the library's
 #   explore.py     looks at a data set (anchor fit, a browsing grid): statistics and figures on host arrays
 #   data/          the shapes data set and COCO I/O build host images and masks
 #   *_host*        any module whose name says it runs on the host
 HOST_ONLY_FILES = frozenset({"backend.py", "gradcheck.py", "checkpoint.py", "cli.py", "visualize.py", "train.py",
                              "evaluate.py", "lessons.py", "explore.py", "ap.py", "inference.py",
-                             "demo.py"})
+                             "demo.py", "capstone.py"})
 HOST_ONLY_DIRS = frozenset({"data"})
 HOST_ONLY_NAME_PART = "_host"
 

@@ -12,6 +12,11 @@
   the text and code), its first code cell reads ``MRCNN_EDU_FAST`` through ``mrcnn_edu.fast``, its last code
   cell checks the stage with ``assert``, and no cell redefines a public function of the library. These
   read the JSON directly and always run.
+* A notebook that trains is never silent: it says how long training will take before it starts, shows
+  tqdm's progress bar (nothing switches it off, and executed here it does not break nbclient), and names
+  ``python3 tasks.py train``, the command that makes the course model; 07 and 09 print the model they use and
+  its AP. Their checks hold for any model they load: they run here beside a ``runs/`` holding a barely
+  trained model that the test makes itself (never the user's).
 """
 from __future__ import annotations
 
@@ -33,6 +38,11 @@ COURSE_MODEL = Path("runs") / "shapes" / "model.npz"  # where `mrcnn-edu train` 
 # Notebooks that still load the course model in fast mode when it exists: they run beside an empty runs/
 # (still never the user's) instead of a garbage model. Remove a name once its notebook ignores runs/ there.
 READS_RUNS_IN_FAST_MODE = set()
+# Notebooks that train a model (in fast mode a handful of steps), and those that load the course model when it
+# is there and otherwise train one; both print the model and its AP in that case.
+TRAINS = {"07_heads.ipynb", "08_train.ipynb", "09_evaluate.ipynb"}
+LOADS_THE_COURSE_MODEL = {"07_heads.ipynb", "09_evaluate.ipynb"}
+MODEL_AND_AP = re.compile(r"mask AP \d\.\d{3}, box AP \d\.\d{3}")
 
 
 def _load(path: Path) -> dict:
@@ -112,6 +122,35 @@ def test_notebook_does_not_redefine_the_library(path):
     assert not clash, f"{path.name} redefines library functions {clash}: import them from mrcnn_edu instead"
 
 
+def _code(path: Path) -> str:
+    return "\n".join(_python(_source(c)) for c in _code_cells(_load(path)))
+
+
+def test_the_notebooks_that_train_are_known():
+    training = {p.name for p in NOTEBOOKS if re.search(r"\btrain\(|loss_and_backward\(", _code(p))}
+    assert training == TRAINS, f"notebooks that train: {sorted(training)}; TRAINS says {sorted(TRAINS)}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_notebook_switches_the_progress_bar_off(path):
+    """ipywidgets is a dev dependency, so tqdm's notebook bar works: no warning filter, no ``progress=False``."""
+    code = _code(path)
+    assert "IProgress" not in code and "filterwarnings" not in code, f"{path.name} silences tqdm's warnings"
+    silent = [n.lineno for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Call) for k in n.keywords
+              if k.arg == "progress" and isinstance(k.value, ast.Constant) and k.value.value is False]
+    assert not silent, f"{path.name} trains without a progress bar (progress=False at its lines {silent})"
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOK_DIR / n for n in TRAINS), ids=lambda p: p.name)
+def test_a_notebook_that_trains_says_how_long_and_names_the_course_command(path):
+    nb = _load(path)
+    text = "\n".join(_source(c) for c in nb["cells"])
+    code = _code(path)
+    assert "python3 tasks.py train" in text and "SECONDS_PER_STEP" in code, (
+        f"{path.name}: say how long training takes (SECONDS_PER_STEP) and name `python3 tasks.py train`")
+    assert "tqdm" in code or re.search(r"\btrain\(", code), f"{path.name}: train with a progress bar"
+
+
 # ----------------------------------------------------------------------------------------------------------
 # executed top to bottom
 # ----------------------------------------------------------------------------------------------------------
@@ -142,20 +181,20 @@ def _sandbox(path: Path, tmp_path: Path) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs_top_to_bottom(path, monkeypatch, tmp_path):
+def _execute(path, folder, monkeypatch, fast=True):
+    """Run notebook ``path`` top to bottom from ``folder`` in a python3 kernel; returns the executed notebook
+    (in memory: the file on disk keeps no outputs), or fails the test with the failing cell's report."""
     nbformat = pytest.importorskip("nbformat", reason="executing notebooks needs nbformat (pip install nbformat)")
     nbclient = pytest.importorskip("nbclient", reason="executing notebooks needs nbclient (pip install nbclient)")
     pytest.importorskip("ipykernel", reason="executing notebooks needs a python3 kernel (pip install ipykernel)")
 
     # The kernel inherits this environment: small sizes, and the checkout's mrcnn_edu even when the package
     # is not installed (the kernel's working directory is notebooks/, not the repository root).
-    monkeypatch.setenv("MRCNN_EDU_FAST", "1")
+    monkeypatch.setenv("MRCNN_EDU_FAST", "1" if fast else "0")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     monkeypatch.delenv("MRCNN_EDU_BACKEND", raising=False)
 
-    folder = _sandbox(path, tmp_path)      # never the checkout's runs/, which holds what the user trained
-    nb = nbformat.read(path, as_version=4)  # executed in memory: the file on disk keeps no outputs
+    nb = nbformat.read(path, as_version=4)
     started = {"index": None}
 
     def on_cell_start(cell, cell_index, **_):
@@ -171,6 +210,41 @@ def test_notebook_runs_top_to_bottom(path, monkeypatch, tmp_path):
         failure = _failure_report(path, nb, started["index"], err)
     if failure:  # raised outside the except block, so the report is not followed by nbclient's own
         pytest.fail(failure, pytrace=False)
+    return nb
+
+
+def _printed(nb) -> str:
+    """Everything the executed notebook printed (streams and the text of displays), ANSI colours removed."""
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            text = out.get("text", "") if out.get("output_type") == "stream" else out.get("data", {}).get("text/plain", "")
+            parts.append("".join(text) if isinstance(text, list) else text)
+    return ANSI.sub("", "\n".join(parts))
+
+
+def _has_a_progress_bar(nb) -> bool:
+    """tqdm's notebook bar (an ipywidgets display), or its text bar on stderr where ipywidgets is missing."""
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if "application/vnd.jupyter.widget-view+json" in out.get("data", {}):
+                return True
+            if out.get("name") == "stderr" and re.search(r"\d+/\d+ \[", "".join(out.get("text", ""))):
+                return True
+    return False
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_runs_top_to_bottom(path, monkeypatch, tmp_path):
+    folder = _sandbox(path, tmp_path)      # never the checkout's runs/, which holds what the user trained
+    nb = _execute(path, folder, monkeypatch)
+    if path.name in TRAINS:
+        printed = _printed(nb)
+        assert "python3 tasks.py train" in printed, f"{path.name} should name the command that makes the course model"
+        assert re.search(r"about \d+ s", printed), f"{path.name} should say how long training takes before it starts"
+        assert _has_a_progress_bar(nb), f"{path.name} trains without a progress bar"
+    if path.name in LOADS_THE_COURSE_MODEL:
+        assert MODEL_AND_AP.search(_printed(nb)), f"{path.name} should print the model it uses and its AP"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -195,3 +269,31 @@ def test_fast_mode_is_off_when_unset_and_rejects_typos(monkeypatch):
     monkeypatch.setenv("MRCNN_EDU_FAST", "ture")
     with pytest.raises(ValueError, match="MRCNN_EDU_FAST"):
         fast_mode()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# whichever model 07 and 09 load, their checks hold
+# ----------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(LOADS_THE_COURSE_MODEL))
+def test_checks_hold_for_whatever_course_model_is_there(name, monkeypatch, tmp_path):
+    """07 and 09 beside a ``runs/shapes/model.npz`` that this test trains for 2 steps (AP about 0, a model a reader
+    may well have there after a short run): they load it, print what it is and its AP, and every check passes.
+    The copy run here reads the model in fast mode too (its ``RUN =`` line is the full mode's), so it runs at
+    the small sizes; never the user's runs/, a temporary folder's."""
+    from mrcnn_edu.train import TrainConfig, train
+
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    nb = _load(NOTEBOOK_DIR / name)
+    first = next(c for c in nb["cells"] if c["cell_type"] == "code")
+    fast_run, full_run = 'RUN = pick(full=Path("../runs/shapes/model.npz"), fast=None)', 'RUN = Path("../runs/shapes/model.npz")'
+    assert fast_run in _source(first), f"{name}: its first cell no longer sets RUN as this test expects"
+    first["source"] = _source(first).replace(fast_run, full_run)
+    (folder / name).write_text(json.dumps(nb), encoding="utf-8")
+    train(tmp_path / COURSE_MODEL.parent, train_config=TrainConfig(steps=2, warmup_steps=1, val_images=2),
+          progress=False)
+    printed = _printed(_execute(folder / name, folder, monkeypatch))
+    assert f"the course model {(tmp_path / COURSE_MODEL).resolve()}" in printed, printed[:2000]
+    assert MODEL_AND_AP.search(printed), f"{name} should print the model it loaded and its AP"
+    assert "training" not in printed.split("the course model", 1)[0], f"{name} trained although a model was there"

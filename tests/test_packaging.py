@@ -3,7 +3,9 @@ and the README, tasks.py and .ci/run tell the same story."""
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -149,7 +151,7 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     setup = readme.split("## Set up and run", 1)[1].split("\n## ", 1)[0]
     commands = re.findall(r"^\s*(python3 tasks\.py \w+)\s*$", setup, flags=re.M)
-    assert commands == ["python3 tasks.py train", "python3 tasks.py test"], commands
+    assert commands == ["python3 tasks.py train", "python3 tasks.py test", "python3 tasks.py notebooks"], commands
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "set -euo pipefail" in ci
     assert re.search(r"^python3 tasks\.py test$", ci, flags=re.M), "CI must run the README's test command as is"
@@ -175,3 +177,71 @@ def test_the_lecture_data_ships_inside_the_package():
     assert (ROOT / "mrcnn_edu" / "data" / "lecture_roi_8x8.txt").is_file()
     fmap = lecture_feature_map()
     assert fmap.shape == (8, 8) and fmap[0, 0] == pytest.approx(0.88)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the course in three commands: train, test, notebooks
+# ----------------------------------------------------------------------------------------------------------
+
+def load_tasks():
+    """tasks.py as a module (it is a script at the repository root, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("tasks_under_test", ROOT / "tasks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_readme_first_screen_shows_train_test_and_notebooks():
+    first_screen = "\n".join((ROOT / "README.md").read_text(encoding="utf-8").splitlines()[:30])
+    for command in ("python3 tasks.py train", "python3 tasks.py test", "python3 tasks.py notebooks"):
+        assert command in first_screen, f"the README's first 30 lines should show {command!r}"
+
+
+def test_jupyterlab_and_ipywidgets_come_with_the_dev_extra():
+    """tasks.py installs ``.[dev]``: JupyterLab to open the notebooks, ipywidgets for tqdm's notebook bar."""
+    dev = {split_requirement(r)[0] for r in pyproject()["project"]["optional-dependencies"]["dev"]}
+    assert {"jupyterlab", "ipywidgets", "ipykernel"} <= dev, dev
+    assert load_tasks().PROJECT == ".[dev]"
+
+
+def test_tasks_notebooks_makes_the_venv_and_opens_jupyterlab_on_notebooks(monkeypatch, tmp_path):
+    tasks = load_tasks()
+    made, calls = [], []
+    python = tmp_path / "bin" / "python"
+    monkeypatch.setattr(tasks, "ensure_venv", lambda venv, requirements: made.append((venv, requirements)) or python)
+    monkeypatch.setattr(tasks.os, "geteuid", lambda: 1000, raising=False)       # not root
+
+    def fake_call(cmd, cwd=None, **kwargs):
+        calls.append((cmd, cwd, signal.getsignal(signal.SIGINT)))
+        return 0
+
+    monkeypatch.setattr(tasks.subprocess, "call", fake_call)
+    before = signal.getsignal(signal.SIGINT)
+    assert tasks.main(["notebooks", "--no-browser", "--port", "8899"]) == 0
+    assert made == [(tasks.VENV, ("-e", ".[dev]"))], "the notebooks command makes/updates .venv/ first"
+    [(cmd, cwd, handler)] = calls
+    assert cmd == [str(python), "-m", "jupyterlab", "--notebook-dir=notebooks", "--no-browser", "--port", "8899"]
+    assert cwd == ROOT and (ROOT / "notebooks" / "01_iou.ipynb").is_file()
+    # while JupyterLab runs, Ctrl-C is JupyterLab's to answer (it asks, then stops its kernels): tasks.py waits
+    assert handler not in (before, signal.SIG_IGN, signal.SIG_DFL), handler
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_tasks_notebooks_as_root_and_stopped_by_ctrl_c(monkeypatch, tmp_path, capsys):
+    tasks = load_tasks()
+    monkeypatch.setattr(tasks, "ensure_venv", lambda venv, requirements: tmp_path / "python")
+    monkeypatch.setattr(tasks.os, "geteuid", lambda: 0, raising=False)         # a container runs as root
+    calls = []
+    monkeypatch.setattr(tasks.subprocess, "call", lambda cmd, **kwargs: calls.append(cmd) or -signal.SIGINT)
+    assert tasks.main(["notebooks"]) == 0, "stopping JupyterLab with Ctrl-C is not a failure"
+    assert calls[0][-1] == "--allow-root"
+    out = capsys.readouterr().out
+    assert "stopped by Ctrl-C" in out and "failed" not in out
+    monkeypatch.setattr(tasks.subprocess, "call", lambda cmd, **kwargs: 1)
+    assert tasks.main(["notebooks", "--allow-root"]) == 1                       # a real failure still is one
+
+
+def test_make_notebooks_calls_tasks_py():
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert re.search(r"^notebooks:\n\t\$\(PYTHON\) tasks\.py notebooks \$\(ARGS\)$", makefile, flags=re.M)
+    assert re.search(r"^\.PHONY:.*\bnotebooks\b", makefile, flags=re.M)

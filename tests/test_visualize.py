@@ -228,3 +228,118 @@ def test_a_tie_goes_to_the_later_object_as_in_pycocotools():
     boxes = np.array([[2, 0, 12, 10]], float)                  # IoU 8/12 with both objects
     ours = classify_detections(box_iou(boxes, gt_boxes), [1, 1], [1], [0.9])
     assert ours["gt_index"].tolist() == [1] == coco_matches(gt_boxes, [1, 1], boxes, [1], [0.9], 0.5).tolist()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the stage figures a student reads: conventions in the titles, colour bars, text that reads on its colour
+# ----------------------------------------------------------------------------------------------------------
+
+def _titles(fig):
+    return " ".join([fig._suptitle.get_text() if fig._suptitle else ""] + [ax.get_title() for ax in fig.axes])
+
+
+def _colour_bar_labels(fig):
+    return [ax.get_ylabel() for ax in fig.axes if ax.get_label() == "<colorbar>"]
+
+
+def test_text_colour_reads_on_its_background():
+    from mrcnn_edu.visualize import text_colour
+    for light in ("#fde725", "w", "yellow", plt.cm.magma(1.0), plt.cm.viridis(0.9), "tab:cyan"):
+        assert text_colour(light) == "k", light                # white on yellow is what the demo had
+    for dark in ("#440154", "k", plt.cm.magma(0.1), plt.cm.viridis(0.0), "tab:blue", "tab:red"):
+        assert text_colour(dark) == "w", dark
+
+
+def test_box_labels_sit_inside_their_box_on_a_patch_of_its_colour():
+    from mrcnn_edu.visualize import draw_boxes, text_colour
+    fig, ax = plt.subplots()
+    ax.imshow(np.zeros((50, 80, 3)))
+    draw_boxes(ax, np.array([[10.0, 20.0, 40.0, 45.0]]), "tab:orange", labels=["circle 0.93"])
+    [text] = ax.texts
+    assert text.get_text() == "circle 0.93" and text.get_position() == (10.0, 20.0)
+    assert text.get_va() == "top" and text.get_ha() == "left" and text.get_clip_on()  # inside, never spilling out
+    assert same_color(text.get_bbox_patch().get_facecolor()[:3], "tab:orange")
+    assert text.get_color() == text_colour("tab:orange")
+    plt.close(fig)
+
+
+def test_write_values_picks_black_on_light_cells_and_white_on_dark():
+    from mrcnn_edu.visualize import write_values
+    fig, ax = plt.subplots()
+    values = np.array([[0.0, 1.0], [0.25, 0.97]])
+    write_values(ax, values, ax.imshow(values, cmap="viridis", vmin=0, vmax=1), skip_zeros=True)
+    colours = {t.get_text(): t.get_color() for t in ax.texts}
+    assert colours == {"1.00": "k", "0.25": "w", "0.97": "k"}       # the zero left out
+    plt.close(fig)
+
+
+def test_the_roi_figure_states_its_conventions_has_a_colour_bar_and_readable_values():
+    from mrcnn_edu.data import lecture_feature_map
+    from mrcnn_edu.visualize import roi_figure
+    fmap = lecture_feature_map()
+    pool = np.array([[0.85, 0.84], [0.97, 0.96]])
+    align = np.array([[0.477, 0.471], [0.457, 0.455]])
+    fig = roi_figure(fmap, (0, 3, 6, 7), pool, align, np.array([[0.375, 3.125], [2.125, 3.125]]),
+                     bins="slides", aligned=True, sampling_ratio=2)
+    titles = _titles(fig)
+    assert "bins='slides'" in titles and "aligned=True" in titles and "sampling_ratio=2" in titles
+    assert _colour_bar_labels(fig) == ["feature value"]
+    pooled_texts = {t.get_text(): t.get_color() for t in fig.axes[1].texts}
+    assert pooled_texts == {"0.85": "k", "0.84": "k", "0.97": "k", "0.96": "k"}   # black on yellow-green
+    assert len(fig.axes[0].texts) == 64                                              # the map's values
+    plt.close(fig)
+    fig = roi_figure(fmap, (0, 3, 6, 7), pool, align, np.zeros((0, 2)), bins="caffe", aligned=False)
+    assert "bins='caffe'" in _titles(fig) and "aligned=False" in _titles(fig)
+    plt.close(fig)
+
+
+def test_the_nms_figure_states_its_threshold_and_keeps_labels_off_the_boxes():
+    from mrcnn_edu.visualize import nms_figure
+    boxes = np.array([[10, 10, 50, 50], [12, 11, 52, 49], [60, 60, 90, 95]], float)
+    scores = np.array([0.9, 0.8, 0.7])
+    fig = nms_figure((100, 100), boxes, scores, np.array([0, 2]), iou_threshold=0.6)
+    assert "IoU > 0.6" in _titles(fig) and _colour_bar_labels(fig) == ["score"]
+    right = fig.axes[1]
+    assert [t.get_text() for t in right.get_legend().get_texts()] == ["score 0.90", "score 0.70"]
+    assert not right.texts
+    plt.close(fig)
+
+
+def test_the_other_stage_figures_state_their_conventions():
+    from mrcnn_edu.anchors import generate_anchors
+    from mrcnn_edu.visualize import anchors_figure, iou_figure, rpn_labels_figure, smooth_l1_figure
+    anchors = generate_anchors((64, 96), 16, (16, 32), (1.0,))
+    fig = anchors_figure(anchors, (64, 96), 16, 2)
+    assert "cell corners (16 j, 16 i)" in _titles(fig)
+    plt.close(fig)
+    fig = anchors_figure(generate_anchors((64, 96), 16, (16, 32), (1.0,), offset=0.5), (64, 96), 16, 2)
+    assert "(16 j + 8, 16 i + 8)" in _titles(fig)
+    plt.close(fig)
+    fig = iou_figure(np.array([0.0, 0, 10, 10]), np.array([5.0, 5, 15, 15]), 25 / 175)
+    assert "width x2 - x1" in _titles(fig) and "0.143" in _titles(fig)
+    plt.close(fig)
+    labels = np.full(len(anchors), -1)
+    labels[:3], labels[3:9] = 1, 0
+    fig = rpn_labels_figure((64, 96), np.array([[10.0, 10, 40, 40]]), anchors, labels)
+    assert "IoU >= 0.7" in _titles(fig) and "IoU < 0.3" in _titles(fig)
+    assert len(fig.axes[0].get_legend().get_texts()) == 3
+    plt.close(fig)
+    x = np.linspace(-3, 3, 61)
+    fig = smooth_l1_figure(x, np.where(np.abs(x) < 1, 0.5 * x ** 2, np.abs(x) - 0.5), np.clip(x, -1, 1), beta=1.0)
+    assert "beta = 1" in _titles(fig)
+    plt.close(fig)
+
+
+def test_predictions_figure_has_a_title_and_ground_truth_can_go_without_scores():
+    from mrcnn_edu.visualize import draw_instances, predictions_figure
+    image = np.full((40, 60, 3), 90, np.uint8)
+    det = dict(boxes=np.array([[5.0, 5, 30, 30]]), scores=np.array([0.93]), labels=np.array([2]),
+               masks=box_masks([[5, 5, 30, 30]], (40, 60)))
+    fig = predictions_figure([image], [det], NAMES)
+    assert "score >= 0.5" in fig._suptitle.get_text()
+    assert [t.get_text() for t in fig.axes[0].texts] == ["circle 0.93"]
+    plt.close(fig)
+    fig, ax = plt.subplots()
+    draw_instances(ax, image, det, NAMES, show_scores=False)
+    assert [t.get_text() for t in ax.texts] == ["circle"]
+    plt.close(fig)
