@@ -254,6 +254,8 @@ def _show_inputs(inputs: dict):
             arr = None
         if arr is None or arr.dtype == object or arr.dtype.kind not in "biuf":
             lines.append(head + repr(value))
+        elif arr.size == 0:
+            lines.append(head + f"empty ({_kind(arr)})")
         elif arr.ndim == 0:
             lines.append(head + (repr(bool(value)) if arr.dtype.kind == "b" else _number(arr[()])))
         elif isinstance(value, (tuple, list)) and arr.ndim == 1 and arr.size <= 12:
