@@ -620,17 +620,22 @@ def _forward_replacement(stage, original, with_backward):
         if not isinstance(mine, (tuple, list)) or len(mine) != 2:
             raise stage.stop(f"returned {_kind(mine)}, expected (out, cache)")
         out, cache = mine
-        try:
-            value, note = _compare(out, lib_out, False)
-        except _Returned as err:
-            raise stage.stop(str(err)) from None
-        if note:
-            stage.record(note, False)
-        _RUN.last_returned = stage
-        return value, (_Cache(cache, lib_cache) if with_backward else lib_cache)
+        return _settle(stage, out, lib_out), (_Cache(cache, lib_cache) if with_backward else lib_cache)
 
     replacement.__wrapped__ = original
     return replacement
+
+
+def _settle(stage, mine, lib):
+    """Your result against the library's: a wrong kind stops the run, other values are recorded; returns yours."""
+    try:
+        value, note = _compare(mine, lib, False)
+    except _Returned as err:
+        raise stage.stop(str(err)) from None
+    if note:
+        stage.record(note, False)
+    _RUN.last_returned = stage
+    return value
 
 
 def _backward_replacement(stage, original):
@@ -644,15 +649,7 @@ def _backward_replacement(stage, original):
         _RUN.sequence += 1
         stage.calls += 1
         lib = _shadow(original, (dout, cache.library) + tuple(rest), {})
-        mine = stage.run(dout, cache.yours, *rest)
-        try:
-            value, note = _compare(mine, lib, False)
-        except _Returned as err:
-            raise stage.stop(str(err)) from None
-        if note:
-            stage.record(note, False)
-        _RUN.last_returned = stage
-        return value
+        return _settle(stage, stage.run(dout, cache.yours, *rest), lib)
 
     replacement.__wrapped__ = original
     return replacement

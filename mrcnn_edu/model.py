@@ -170,10 +170,10 @@ class MaskRCNN(Module):
         dc2, dc3, dtop_fpn = self.fpn.backward((dp2, dp3))
         self.backbone.backward((dc2, dc3, dtop + dtop_fpn))
 
-    def _proposals(self, objectness, deltas, post_nms):
+    def _proposals(self, anchors, objectness, deltas, post_nms):
         cfg = self.config
         size = (cfg.image_size, cfg.image_size)
-        return _generate_proposals_batch(self.anchors(), objectness, deltas, size, int(cfg.rpn_pre_nms),
+        return _generate_proposals_batch(anchors, objectness, deltas, size, int(cfg.rpn_pre_nms),
                                          int(post_nms), float(cfg.rpn_nms), 1e-3)
 
     def _pool(self, fmap, stride, boxes_per_image, size):
@@ -225,7 +225,7 @@ class MaskRCNN(Module):
         l_obj, l_rpn_box, dobj, ddeltas = _rpn_loss(objectness, deltas, xp.stack(labels).astype(objectness.dtype),
                                                     xp.stack(reg).astype(deltas.dtype))
         if proposals is None:
-            proposals = self._proposals(objectness, deltas, cfg.rpn_post_nms_train)
+            proposals = self._proposals(anchors, objectness, deltas, cfg.rpn_post_nms_train)
 
         # box head on sampled proposals
         sampled = [_box_head_targets(p, t.boxes.astype(p.dtype, copy=False), t.labels, rng, cfg.roi_batch,
@@ -276,7 +276,7 @@ class MaskRCNN(Module):
         try:
             maps = self._features(self.normalize(images))
             objectness, deltas = self.rpn.forward(maps.rpn)
-            proposals = self._proposals(objectness, deltas, cfg.rpn_post_nms_test)
+            proposals = self._proposals(self.anchors(), objectness, deltas, cfg.rpn_post_nms_test)
             box_feats, box_cache = self._pool(maps.box, self.box_stride, proposals, cfg.box_pool)
             class_logits, box_deltas = self.box_head.forward(box_feats)
             image_of = box_cache.rois[:, 0]
