@@ -1,6 +1,7 @@
 """The course as a static web site: ``mrcnn-edu book`` executes the notebooks and renders them with the lessons.
 
-    build/book/index.html                 the nine stages of the lecture in order, each with its lesson and notebook
+    build/book/index.html                 the nine stages of the lecture in order, each with its lesson and notebook,
+                                          then the chapters after the lecture (10: inside the trained model)
     build/book/lesson-NN_<stage>.html     lessons/NN_<stage>/README.md, rendered
     build/book/notebook-NN_<stage>.html   notebooks/NN_<stage>.ipynb, executed, figures embedded as data: URLs
     build/book/assets/...                 the images the lessons show, copied at their repository paths
@@ -63,6 +64,11 @@ STAGES = {
     8: ("The whole model", "the whole model: backbone (+ optional FPN), RPN, RoIAlign, heads; training on shapes; "
                            "inference"),
     9: ("Evaluation and visualization", "evaluation (COCO AP, box and mask) and visualization"),
+}
+# Chapters after the lecture: listed in the book only when their lesson or notebook is there.
+AFTER_THE_LECTURE = {
+    10: ("Inside the trained model", "the trained model opened up: every stage on one image, activations and "
+                                     "weights, which stage loses the AP, one detection explained by its gradient"),
 }
 
 NAME = re.compile(r"^(\d\d)_[A-Za-z0-9_]+$")
@@ -165,8 +171,9 @@ class BookBuildError(RuntimeError):
 
 
 def find_stages(root=ROOT) -> list[Stage]:
-    """The stages 1..9 of the lecture (and any later one found), each paired with what exists of its lesson
-    (``lessons/NN_*/README.md``) and notebook (``notebooks/NN_*.ipynb``); ValueError on two for one stage."""
+    """The stages 1..9 of the lecture (and any later one found, ``AFTER_THE_LECTURE`` naming it), each paired
+    with what exists of its lesson (``lessons/NN_*/README.md``) and notebook (``notebooks/NN_*.ipynb``);
+    ValueError on two for one stage."""
     root = Path(root)
     if not (root / "lessons").is_dir() and not (root / "notebooks").is_dir():
         raise ValueError(f"root: {root} has neither lessons/ nor notebooks/ (is it the mrcnn-edu repository?)")
@@ -178,7 +185,7 @@ def find_stages(root=ROOT) -> list[Stage]:
         if not match:
             continue  # not a stage (a scratch copy, say)
         number = int(match.group(1))
-        stage = stages.setdefault(number, Stage(number, f"Stage {number}", ""))
+        stage = stages.setdefault(number, Stage(number, *AFTER_THE_LECTURE.get(number, (f"Stage {number}", ""))))
         if getattr(stage, kind) is not None:
             raise ValueError(f"root: stage {number} has two {kind}s: {getattr(stage, kind)} and {path}")
         setattr(stage, kind, path)

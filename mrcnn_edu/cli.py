@@ -13,6 +13,8 @@
     ablate         the paper's Table 2 ablations on shapes: train each setting, print one table
     anchors        how well the model's anchors fit a COCO data set's objects, and better sizes
     browse         draw a COCO data set's images with their masks, boxes and classes
+    diagnose       which stage loses the AP: box and mask AP with each stage replaced by the ground truth
+    inspect        the model on one image, stage by stage: anchors, proposals, boxes, masks, activations
 
 ``--backend`` goes before or after the command. Every failure ends with one line that names the flag or
 file and says what is wrong, not a traceback: exit status 2 for a flag the command cannot use, 1 for
@@ -50,7 +52,8 @@ def _check_train_flags(args):
     """Every value flag of ``train`` checked before anything is read or written (one line naming the flag)."""
     for name in ("steps", "batch_size", "eval_every", "val_images", "checkpoint_every", "mask_mlp_hidden"):
         _positive_int(args, name)
-    _positive_int(args, "seed", 0)
+    for name in ("seed", "norms_every", "val_loss_every", "val_loss_images"):   # 0 turns the logs off
+        _positive_int(args, name, 0)
     _positive_float(args.lr, "--lr")
     _positive_float(args.box_loss_weight, "--box-loss-weight")
     if args.val_fraction is not None and not 0 <= args.val_fraction < 1:
@@ -87,11 +90,12 @@ def _check_train_flags(args):
 # flags of ``train`` and the config fields they set: (flag, "train" or "model", field)
 TRAIN_FLAGS = [(f"--{n.replace('_', '-')}", "train", n) for n in
                ("steps", "batch_size", "lr", "seed", "eval_every", "val_images", "val_fraction", "scale_jitter",
-                "checkpoint_every")] + [("--flip", "train", "flip")]
+                "checkpoint_every", "norms_every", "val_loss_every", "val_loss_images")] + [("--flip", "train", "flip")]
 MODEL_FLAGS = [(f"--{n.replace('_', '-')}", "model", n) for n in
                ("roi_op", "mask_loss", "mask_head", "mask_mlp_hidden", "box_loss", "box_loss_weight",
                 "backbone_stride", "image_size", "anchor_sizes", "anchor_ratios")]
-SAFE_ON_RESUME = {"steps", "eval_every", "checkpoint_every", "val_images"}
+SAFE_ON_RESUME = {"steps", "eval_every", "checkpoint_every", "val_images", "norms_every", "val_loss_every",
+                  "val_loss_images"}
 
 
 def _given(args):
@@ -241,23 +245,38 @@ def _label_map(model_names, data_names, where):
 def cmd_evaluate(args):
     import json
 
+    from .breakdown import coco_breakdown, confusion_figure, format_breakdown
     from .data.coco import load_coco
     from .data.shapes import CLASS_NAMES
     from .evaluate import evaluate_coco, format_table, write_results
     from .inference import load_model
     from .train import ShapesData
+    from .visualize import save
 
     _positive_int(args, "val_images")
     _positive_int(args, "seed", 0)
     if bool(args.coco_gt) != bool(args.images):
         raise UsageError("--coco-gt and --images go together: the annotations JSON and its image folder")
+    # --json F writes the breakdown to F and draws the confusion matrix beside it, unless --confusion says where
+    json_file = None if args.json in (None, "-") else Path(args.json)
+    figure = Path(args.confusion) if args.confusion else None
+    if figure is None and json_file is not None:
+        figure = json_file.with_name(json_file.stem + "_confusion.png")
+    if args.confusion and figure.suffix.lower() != ".png":
+        raise UsageError(f"--confusion {args.confusion}: expected a .png file name")
+    for flag, path in (("--json", json_file), ("--confusion", Path(args.confusion) if args.confusion else None)):
+        if path is not None and path.is_dir():
+            raise UsageError(f"{flag} {path}: is a folder; give a file name")
+        file_above = next((f for f in path.parents if f.exists() and not f.is_dir()), None) if path else None
+        if file_above is not None:
+            raise UsageError(f"{flag} {path}: {file_above} is a file, not a folder")
     model, class_names = load_model(args.checkpoint)
     size = model.config.image_size
     if args.coco_gt:
         data = load_coco(args.coco_gt, args.images, size=size)
         label_map = _label_map(class_names, data.class_names, args.coco_gt)
         metrics, results, _ = evaluate_coco(model, data, label_map=label_map)
-        what = f"{len(data)} images of {args.coco_gt}"
+        what, ground_truth = f"{len(data)} images of {args.coco_gt}", data.coco
     else:
         if list(class_names)[1:] != list(CLASS_NAMES)[1:]:
             raise ValueError(f"--checkpoint {args.checkpoint}: the model knows {list(class_names)[1:]}, not the "
@@ -269,13 +288,24 @@ def cmd_evaluate(args):
         for i, d in enumerate(predict_in_batches(model, [s[0] for s in shapes.validation])):
             results += detections_to_coco(i + 1, d["boxes"], d["scores"], d["labels"], d["masks"])
         metrics = {k: v for k, v in coco_evaluate(shapes.coco_gt, results).items() if not k.endswith("_stats")}
-        what = f"{args.val_images} shapes validation images (seed {args.seed})"
+        what, ground_truth = f"{args.val_images} shapes validation images (seed {args.seed})", shapes.coco_gt
     print(f"COCO metric on {what}:")
     print(format_table(metrics))
+    breakdown = coco_breakdown(ground_truth, results, side=size)
+    print("\n" + format_breakdown(breakdown))
+    if figure is not None:
+        save(confusion_figure(breakdown), figure)
+        print(f"drew the confusion matrix in {figure}")
+    if json_file is not None:
+        report = {"data": what, "checkpoint": str(args.checkpoint), "metrics": metrics, **breakdown,
+                  "figure": None if figure is None else str(figure)}
+        json_file.parent.mkdir(parents=True, exist_ok=True)
+        json_file.write_text(json.dumps(report, indent=2), encoding="utf-8")
+        print(f"wrote the metrics and the breakdown to {json_file}")
     if args.results:
         write_results(args.results, results)
         print(f"wrote {len(results)} detections to {args.results}")
-    if args.json:
+    if args.json == "-":
         print(json.dumps(metrics))
     return 0
 
@@ -370,6 +400,35 @@ def cmd_export_shapes(args):
     return 0
 
 
+def cmd_diagnose(args):
+    import json
+
+    from .checkpoint import load_checkpoint
+    from .data.shapes import CLASS_NAMES, validation_set
+    from .diagnose import diagnose, format_rows
+    from .inference import load_model
+
+    _positive_int(args, "val_images")
+    if args.json is not None and (args.json == "" or Path(args.json).is_dir()):
+        raise UsageError(f"--json {args.json!r}: expected a file name for the rows, got "
+                         f"{'an empty name' if args.json == '' else 'a folder'}")
+    model, class_names = load_model(args.checkpoint)
+    if list(class_names)[1:] != list(CLASS_NAMES)[1:]:
+        raise ValueError(f"--checkpoint {args.checkpoint}: the model knows {list(class_names)[1:]}, not the shapes; "
+                         "diagnose runs on the shapes validation split")
+    seed = load_checkpoint(args.checkpoint)["config"].get("train", {}).get("seed", 0)
+    print(f"replacing the stages by the ground truth on {args.val_images} shapes validation images (seed {seed}, "
+          "the model's own split)")
+    rows = diagnose(model, validation_set(args.val_images, seed, model.config.image_size), progress=True)
+    print(format_rows(rows))
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"rows": rows}, indent=1), encoding="utf-8")
+        print(f"wrote the rows to {path}")
+    return 0
+
+
 def cmd_lessons(args):
     from . import lessons
     if args.action == "capstone":
@@ -404,6 +463,13 @@ def _train_arguments(p):
     p.add_argument("--eval-every", type=int, help="steps between validation AP (default 1000)")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 250)")
     p.add_argument("--val-images", type=int, help="shapes validation images (default 200)")
+    p.add_argument("--norms-every", type=int,
+                   help="steps between each layer's weight and gradient norms in metrics.jsonl (default 100; 0: off)")
+    p.add_argument("--val-loss-every", type=int,
+                   help="steps between the losses on validation images, logged and drawn in curves.png beside the "
+                        "training losses (default 250; 0: off)")
+    p.add_argument("--val-loss-images", type=int,
+                   help="validation images those losses average over (default 64; 0: off)")
     g = p.add_argument_group("your own data (COCO format: polygon or RLE masks)")
     g.add_argument("--coco-gt", help="train on a COCO-format data set: its annotations JSON ...")
     g.add_argument("--images", help="... and its image folder")
@@ -445,7 +511,11 @@ def _evaluate_arguments(p):
     p.add_argument("--results", help="also write the detections here (COCO results JSON, RLE masks)")
     p.add_argument("--val-images", type=int, default=200, help="shapes validation images (default 200)")
     p.add_argument("--seed", type=int, default=0, help="seed of the shapes validation split (default 0)")
-    p.add_argument("--json", action="store_true", help="also print the metrics as one JSON line")
+    p.add_argument("--json", nargs="?", const="-", metavar="F",
+                   help="write the means, AP per class and per object size and the confusion matrix to the JSON "
+                        "file F, and draw the matrix beside it (F's name + _confusion.png); --json alone: print "
+                        "the means as one JSON line, the last")
+    p.add_argument("--confusion", metavar="F.png", help="draw the confusion matrix (a heat map) here")
 
 
 def _predict_arguments(p):
@@ -470,6 +540,14 @@ def _export_shapes_arguments(p):
     p.add_argument("--out", required=True, help="output folder (images/ and annotations.json)")
 
 
+def _diagnose_arguments(p):
+    p.add_argument("--checkpoint", required=True, help="model.npz (or checkpoint.npz) from train on shapes")
+    p.add_argument("--val-images", type=int, default=200,
+                   help="shapes validation images, of the split the model was trained with (default 200)")
+    p.add_argument("--json", metavar="F", help="also write the rows here: {\"rows\": [{\"name\", \"box_ap\", "
+                                               "\"mask_ap\", ...}, ...]} (replaced if it exists)")
+
+
 def _flags_first(command):
     """``explore``'s commands check their flags before they read anything, and name the flag first: those
     errors are usage errors (exit 2)."""
@@ -488,6 +566,139 @@ def _ablate(args):
     return ablate.cmd_ablate(args)
 
 
+def _inspect_image(args, model, header):
+    """The image ``inspect`` looks at (the model's square input), its ground truth (None for a file), and
+    a few words saying which image it is."""
+    size = model.config.image_size
+    if args.image:
+        from .data.images import read_image_resized
+        image, _, (height, width) = read_image_resized(args.image, size)
+        return image, None, f"{args.image} ({width} x {height}, resized to {size} px and padded square)"
+    config = header["config"]
+    data = config.get("data", {"kind": "shapes"})
+    if data["kind"] != "shapes":
+        raise UsageError(f"--index: the model was trained on {data.get('coco_gt')}, not on shapes; give an image "
+                         "file with --image")
+    from .data.shapes import ShapesDataset, boxes_from_masks
+    seed, count = config.get("train", {}).get("seed", 0), config.get("train", {}).get("val_images", 200)
+    if args.index >= count:
+        raise UsageError(f"--index {args.index}: the model's shapes validation split has {count} images "
+                         f"(0 to {count - 1})")
+    image, masks, class_ids = ShapesDataset(seed, size, "validation", length=count)[args.index]
+    gt = dict(boxes=boxes_from_masks(masks), labels=class_ids, masks=masks)
+    return image, gt, f"shapes validation image {args.index} of {count} (seed {seed}), {len(class_ids)} objects"
+
+
+def _inspect_files(args, has_image):
+    """The figures ``inspect`` will write with these flags."""
+    from .inspection_figures import EXPLAIN_FILE, STAGE_FILES, WEIGHT_FILES
+    return ((list(STAGE_FILES.values()) if has_image else [])
+            + (list(WEIGHT_FILES.values()) if args.weights else [])
+            + ([EXPLAIN_FILE] if args.explain is not None else []))
+
+
+def _check_inspect_flags(args, has_image):
+    """Every flag of ``inspect`` checked before anything is read or written; returns the ``--out`` folder."""
+    if args.image and args.index is not None:
+        raise UsageError("--image and --index: choose one (an image file, or a shapes validation image by index)")
+    if not has_image and not args.weights:
+        raise UsageError("--image or --index: say which image to inspect (a file, or the index of a shapes "
+                         "validation image); or give --weights alone for the weights")
+    if args.explain is not None and not has_image:
+        raise UsageError("--explain: explains a detection in an image; give --image or --index too")
+    _positive_int(args, "index", 0)
+    _positive_int(args, "explain", 0)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file, not a folder")
+    clash = [name for name in _inspect_files(args, has_image) if (out / name).exists()]
+    if clash and not args.overwrite:
+        more = f" and {len(clash) - 1} more" if len(clash) > 1 else ""
+        raise UsageError(f"--out {out}: holds {clash[0]}{more} of an earlier inspect; give another --out, or "
+                         "--overwrite to replace them")
+    return out
+
+
+def cmd_inspect(args):
+    from .checkpoint import load_checkpoint
+    from .inference import load_model
+
+    has_image = bool(args.image) or args.index is not None
+    out = _check_inspect_flags(args, has_image)
+    model, class_names = load_model(args.checkpoint)
+    header = load_checkpoint(args.checkpoint)
+    written = _inspect_stages(args, model, header, out, class_names) if has_image else 0
+    if args.weights:
+        written += _inspect_weights(args, header, out)
+    print(f"wrote {written} figures to {out}/")
+    return 0
+
+
+def _inspect_stages(args, model, header, out, class_names):
+    """The image's trace and activations drawn stage by stage (and ``--explain``); returns the figure count."""
+    from .inspection import activation_statistics, trace
+    from .inspection_figures import draw_stages, stage_report
+
+    image, gt, what = _inspect_image(args, model, header)
+    t = trace(model, image, gt)
+    found = len(t.detections["scores"])
+    if args.explain is not None and args.explain >= found:
+        raise UsageError(f"--explain {args.explain}: the model found {found} detections in this image "
+                         f"({'none to explain' if not found else f'0 to {found - 1}'})")
+    print(f"inspecting {args.checkpoint} on {what}:")
+    activations = activation_statistics(model, image)
+    files = draw_stages(out, t, activations, class_names)
+    for line in stage_report(t, activations, class_names, files):
+        print(f"  {line}")
+    if args.explain is not None:
+        return len(files) + _inspect_explain(args, model, image, out, class_names)
+    return len(files)
+
+
+def _inspect_weights(args, header, out):
+    """``--weights``: the checkpoint's weight histograms, and the norms the run logged; returns the count."""
+    from .inspection import weights_report
+    from .inspection_figures import draw_weights
+    from .train import _read_log
+
+    log = Path(args.checkpoint).parent / "metrics.jsonl"
+    report = weights_report(header["params"], _read_log(log))
+    files = draw_weights(out, report)
+    print(f"weights: {len(report.weights)} layers' histograms -> {files['histograms'].name}")
+    if "norms" in files:
+        print(f"norms: weight and gradient of {len(report.norms)} layers at {len(report.steps)} logged steps -> "
+              f"{files['norms'].name}")
+    else:
+        where = f"{log} holds no weight norms" if log.exists() else f"there is no {log}"
+        print(f"norms: {where} (a run from before training logged them); histograms only")
+    return len(files)
+
+
+def _inspect_explain(args, model, image, out, class_names):
+    """``--explain K``: detection K explained by its gradients (``explain.py``), one more figure; returns 1."""
+    from .explain import explain_detection, explanation_figure
+    from .inspection_figures import EXPLAIN_FILE
+    from .visualize import save
+    explanation = explain_detection(model, image, args.explain)
+    path = save(explanation_figure(image, explanation, class_names), out / EXPLAIN_FILE)
+    print(f"  explain: detection {args.explain}, {explanation['share_inside_box']:.0%} of its score's gradient "
+          f"on the pixels of its box (the box is {explanation['box_area_share']:.0%} of the image) -> {path.name}")
+    return 1
+
+
+def _inspect_arguments(p):
+    p.add_argument("--checkpoint", required=True, help="model.npz (or checkpoint.npz) from train")
+    p.add_argument("--image", help="an image file to inspect (no ground truth: recall and anchor labels skipped)")
+    p.add_argument("--index", type=int, help="or the index of an image of the shapes validation split the model "
+                                             "was trained with (its ground truth known)")
+    p.add_argument("--out", required=True, help="folder for the numbered figures")
+    p.add_argument("--weights", action="store_true",
+                   help="also draw each layer's weight histogram, and its norms over training from the run's "
+                        "metrics.jsonl (beside the checkpoint)")
+    p.add_argument("--explain", type=int, metavar="K", help="also explain detection K (0 = the best)")
+    p.add_argument("--overwrite", action="store_true", help="replace the figures an earlier inspect wrote to --out")
+
+
 # Every subcommand, registered the same way: its name, its one-line help, the function that adds its flags,
 # and the function that runs it (returning the exit status).
 SUBCOMMANDS = [
@@ -503,6 +714,10 @@ SUBCOMMANDS = [
      cmd_lessons),
     ("book", book.HELP, book.add_arguments, book.run_book),
     ("ablate", ablate.HELP, ablate.add_arguments, _ablate),
+    ("diagnose", "which stage loses the AP: each stage replaced by the ground truth", _diagnose_arguments,
+     cmd_diagnose),
+    ("inspect", "the model on one image, stage by stage, as figures (and its weights)", _inspect_arguments,
+     cmd_inspect),
 ]
 COMMANDS = {name: run for name, _, _, run in SUBCOMMANDS}
 

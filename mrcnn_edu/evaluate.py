@@ -9,7 +9,8 @@ into a dict and a table.
 
 ``evaluate_coco`` scores a model on a COCO data set at its images' original sizes (what ``mrcnn-edu
 evaluate`` prints, and what ``train`` prints for its validation set). ``ap.py`` computes the same AP
-without pycocotools, step by step, as lesson 09 does.
+without pycocotools, step by step, as lesson 09 does; ``breakdown.py`` splits it by class and object size
+and counts which class the detections take each object for.
 
 Host-only: detections may come from either backend and are moved to the host here.
 
@@ -35,7 +36,7 @@ from .data.shapes import CLASS_NAMES
 from .inference import predict_in_batches
 
 __all__ = ["STAT_NAMES", "IOU_TYPES", "detections_to_coco", "write_results", "shapes_ground_truth",
-           "coco_evaluate", "format_table", "evaluate_coco"]
+           "coco_results", "coco_evaluate", "format_table", "evaluate_coco"]
 
 # The 12 numbers of COCOeval.stats, in order (s/m/l: small, medium, large objects; ARn: recall at n dets).
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -112,8 +113,9 @@ def shapes_ground_truth(samples):
 
 
 # -------------------------------------------------------------------------------------------- COCO AP
-def _results_for(coco_gt, detections, iou_type):
-    """A pycocotools result set of ``detections`` for one IoU type (an empty one when there are none)."""
+def coco_results(coco_gt, detections, iou_type):
+    """A pycocotools result set of ``detections`` (COCO result dicts) for one IoU type, "bbox" or "segm":
+    ``coco_gt.loadRes`` of them, or an empty result set when there are none (``breakdown.py`` uses it too)."""
     key = "bbox" if iou_type == "bbox" else "segmentation"
     missing = sum(key not in d for d in detections)
     if missing:
@@ -132,7 +134,7 @@ def _results_for(coco_gt, detections, iou_type):
 
 def _stats(coco_gt, detections, iou_type):
     """The 12 COCOeval numbers for one IoU type."""
-    evaluator = COCOeval(coco_gt, _results_for(coco_gt, detections, iou_type), iou_type)
+    evaluator = COCOeval(coco_gt, coco_results(coco_gt, detections, iou_type), iou_type)
     evaluator.evaluate()
     evaluator.accumulate()
     evaluator.summarize()

@@ -10,7 +10,8 @@
 The backward runs the same graph in reverse: each head hands back the gradient of its RoI features,
 ``roi_align_backward`` scatters it onto P3 and P2, the FPN splits it between C2, C3 and C4, the RPN head adds
 its own gradient to C4, and the backbone takes both. Anchor labels, proposals and sampled RoIs carry no
-gradient, as in the paper. Inference ends in ``postprocess.py``.
+gradient, as in the paper. ``losses`` runs the forward half alone (the validation losses); inference ends in
+``postprocess.py``.
 
 Sizes suit 128 x 128 shapes images (objects of 40 to 64 px): anchors of 40, 56, 72 px on the stride-16 grid,
 P3 (stride 8) for boxes and P2 (stride 4) for masks. Every size, and every switch of the paper's ablations
@@ -36,7 +37,7 @@ from .roi import _roi_align, _roi_align_backward, _roi_pool, _roi_pool_backward,
 from .roi_heads import _box_head_targets, _fast_rcnn_loss, _mask_targets
 from .rpn import _generate_proposals_batch, _rpn_loss, _rpn_targets
 
-__all__ = ["ModelConfig", "MaskRCNN", "Features", "PoolCache"]
+__all__ = ["ModelConfig", "MaskRCNN", "Features", "PoolCache", "HeadGradients"]
 
 
 @dataclass
@@ -106,8 +107,23 @@ class PoolCache(NamedTuple):
     stride: int
 
 
+class HeadGradients(NamedTuple):
+    """What the forward half of a training step hands to the backward half: the losses' gradients with
+    respect to the heads' outputs (shaped as those outputs) and the RoI pooling caches that lead back to the maps.
+    """
+    objectness: Any           # dL / d(the RPN's objectness logits)
+    deltas: Any               # dL / d(the RPN's box deltas)
+    class_logits: Any         # R x K: dL / d(the box head's class logits)
+    box_deltas: Any           # R x 4K: dL / d(the box head's box deltas)
+    box_cache: PoolCache
+    mask_logits: Any          # M x K x m x m: dL / d(the mask logits); None when no RoI trained the mask head
+    mask_cache: Any           # the mask RoIs' PoolCache; None with mask_logits
+    mask_map_shape: tuple     # the map the mask head reads (its gradient is zero without mask RoIs)
+
+
 class MaskRCNN(Module):
-    """Mask R-CNN with hand-written backward: ``loss_and_backward`` for training, ``predict`` for inference."""
+    """Mask R-CNN with hand-written backward: ``loss_and_backward`` for training, ``losses`` for the validation
+    losses (forward only), ``predict`` for inference."""
 
     def __init__(self, config=None, *, rng):
         super().__init__()
@@ -159,16 +175,16 @@ class MaskRCNN(Module):
         return Features(top, p3, p3 if p2 is None else p2)
 
     def _features_backward(self, dbox_map, dmask_map, dtop):
-        """Send the heads' map gradients (and the RPN's, ``dtop``) back through the FPN and the backbone."""
+        """Send the heads' map gradients (and the RPN's, ``dtop``) back through the FPN and the backbone;
+        returns the gradient of the normalized images, N x 3 x H x W (``explain`` reads it)."""
         if not self.config.fpn:
-            self.backbone.backward((None, None, dtop + dbox_map + dmask_map))
-            return
+            return self.backbone.backward((None, None, dtop + dbox_map + dmask_map))
         if self.fpn.with_p2:
             dp2, dp3 = dmask_map, dbox_map
         else:                                 # both heads read P3
             dp2, dp3 = None, dbox_map + dmask_map
         dc2, dc3, dtop_fpn = self.fpn.backward((dp2, dp3))
-        self.backbone.backward((dc2, dc3, dtop + dtop_fpn))
+        return self.backbone.backward((dc2, dc3, dtop + dtop_fpn))
 
     def _proposals(self, anchors, objectness, deltas, post_nms):
         cfg = self.config
@@ -206,13 +222,45 @@ class MaskRCNN(Module):
         The images, targets (and proposals) are checked here, once; everything after calls the stages' cores,
         which check nothing: the library made every array it passes on (see ``_validate``).
         """
+        images, targets, proposals = self._checked(images, targets, proposals)
+        return self._loss_and_backward(images, targets, rng, proposals)
+
+    def losses(self, images, targets, rng, proposals=None):
+        """The five losses and their sum, forward only: the validation losses.
+
+        Same arguments and result as ``loss_and_backward``, which it equals for the same ``rng`` state (the
+        samplers draw the same anchors and RoIs), but nothing is sent backward: no gradient is accumulated, the
+        gradients the modules hold are left as they are, and no layer keeps a cache (the model runs in eval
+        mode, which also drops the caches of a forward still waiting for its backward, then returns to the
+        mode it was in).
+        """
+        images, targets, proposals = self._checked(images, targets, proposals)
+        return self._losses(images, targets, rng, proposals)
+
+    def _checked(self, images, targets, proposals):
         images = check_images(images)
         targets = check_targets(targets, len(images), self.config)
         if proposals is not None:
             proposals = [check_boxes(p, f"proposals[{i}]") for i, p in enumerate(proposals)]
-        return self._loss_and_backward(images, targets, rng, proposals)
+        return images, targets, proposals
 
     def _loss_and_backward(self, images, targets, rng, proposals):
+        losses, head_grads = self._forward_losses(images, targets, rng, proposals)
+        self._backward_losses(head_grads)
+        return losses
+
+    def _losses(self, images, targets, rng, proposals):
+        was_training = self.training
+        self.train(False)
+        try:
+            losses, _ = self._forward_losses(images, targets, rng, proposals)
+        finally:
+            self.train(was_training)
+        return losses
+
+    def _forward_losses(self, images, targets, rng, proposals):
+        """The forward half of a training step -> (the losses dict, the ``HeadGradients`` the backward half
+        starts from). Each loss comes with its gradient with respect to the head's output (``losses.py``)."""
         cfg = self.config
         xp = backend.xp
         maps = self._features(self.normalize(images))
@@ -238,12 +286,11 @@ class MaskRCNN(Module):
             class_logits, box_deltas, roi_labels, xp.concatenate([s.regression_targets for s in sampled]),
             cfg.box_loss, box_cache.rois[:, 1:], BOX_HEAD_WEIGHTS)
         l_box, dbox = cfg.box_loss_weight * l_box, cfg.box_loss_weight * dbox
-        dbox_map = self._pool_backward(self.box_head.backward((dlogits, dbox)), box_cache)
 
         # mask head on the positive RoIs: each learns the mask of its own ground truth, in its own box
         chosen = [sample_mask_rois(s.labels > 0, cfg.mask_rois_per_image, rng) for s in sampled]
         mask_boxes = [s.rois[c] for s, c in zip(sampled, chosen)]
-        l_mask, dmask_map = 0.0, xp.zeros_like(maps.mask)
+        l_mask, dmask, mask_cache = 0.0, None, None
         if sum(int(c.sum()) for c in chosen):
             size = (self.mask_size, self.mask_size)
             mask_t = xp.concatenate([_mask_targets(t.masks, b, s.matched_gt_index[c], size, True)
@@ -251,13 +298,23 @@ class MaskRCNN(Module):
             mask_feats, mask_cache = self._pool(maps.mask, self.mask_stride, mask_boxes, cfg.mask_pool)
             mask_logits = self.mask_head.forward(mask_feats)
             mask_loss = _softmax_mask_loss if cfg.mask_loss == "softmax" else _sigmoid_mask_loss
-            l_mask, dmask = mask_loss(mask_logits, roi_labels[xp.concatenate(chosen)], mask_t.astype(mask_logits.dtype, copy=False))
-            dmask_map = self._pool_backward(self.mask_head.backward(dmask), mask_cache)
-        self._features_backward(dbox_map, dmask_map, self.rpn.backward((dobj, ddeltas)))
+            l_mask, dmask = mask_loss(mask_logits, roi_labels[xp.concatenate(chosen)],
+                                      mask_t.astype(mask_logits.dtype, copy=False))
         losses = dict(loss_classifier=float(l_cls), loss_box_reg=float(l_box), loss_mask=float(l_mask),
                       loss_objectness=float(l_obj), loss_rpn_box_reg=float(l_rpn_box))
         losses["loss"] = sum(losses.values())
-        return losses
+        return losses, HeadGradients(dobj, ddeltas, dlogits, dbox, box_cache, dmask, mask_cache, maps.mask.shape)
+
+    def _backward_losses(self, grads):
+        """The backward half: from the ``HeadGradients`` through the heads, RoIAlign, the FPN and the backbone
+        (gradients accumulate in the modules); returns ``_features_backward``'s result."""
+        dbox_map = self._pool_backward(self.box_head.backward((grads.class_logits, grads.box_deltas)),
+                                       grads.box_cache)
+        if grads.mask_logits is None:        # no positive RoI: the mask head's map gets no gradient
+            dmask_map = backend.xp.zeros(grads.mask_map_shape, dtype=dbox_map.dtype)
+        else:
+            dmask_map = self._pool_backward(self.mask_head.backward(grads.mask_logits), grads.mask_cache)
+        return self._features_backward(dbox_map, dmask_map, self.rpn.backward((grads.objectness, grads.deltas)))
 
     # ---------------------------------------------------------------------------------------------------
     def predict(self, images):

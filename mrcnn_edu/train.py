@@ -6,8 +6,10 @@
 * ``model.npz``       final weights and config (what ``evaluate`` and ``predict`` take)
 * ``checkpoint.npz``  the resumable state: weights, optimizer, step, config, the data source and the wall time
   so far (written atomically every ``checkpoint_every`` steps, on Ctrl-C, and at the end)
-* ``metrics.jsonl``   one JSON line per logged step (losses, learning rate, images/s) and per evaluation (AP)
-* ``curves.png``      loss parts and validation AP against steps
+* ``metrics.jsonl``   one JSON line per logged step (losses, learning rate, images/s), per evaluation (AP), per
+  validation-loss evaluation (``val_losses``: the five losses and their sum on ``val_loss_images`` validation
+  images, forward only) and per norms record (``norms``: each layer's weight and gradient norm, ``weights.py``)
+* ``curves.png``      training and validation losses, and validation AP, against steps
 * ``predictions.png`` a grid of validation images with the model's instances
 * ``summary.json``    the final metrics, the times, and which images were held out for validation
 * ``val.json``        (own data split by ``val_fraction``) the held-out images' annotations, so that
@@ -15,7 +17,8 @@
 
 The batch of step ``s``, its augmentation and the samplers' random numbers are functions of ``(seed, s)``
 alone, so a run that is stopped (Ctrl-C, or killed outright) and resumed ends exactly where an uninterrupted
-run ends. A loss or gradient that turns NaN or inf stops the run with a message and leaves the last good
+run ends (the validation losses' samplers draw from a generator of their own, and they change nothing the
+training reads). A loss or gradient that turns NaN or inf stops the run with a message and leaves the last good
 checkpoint in place. A folder that holds a run is never trained into again unless ``resume`` (continue it)
 or ``overwrite`` (replace it) says so.
 """
@@ -37,9 +40,11 @@ from .evaluate import evaluate_coco
 from .inference import predict_in_batches
 from .model import MaskRCNN, ModelConfig
 from .optim import AdamW, WarmupCosineLR, clip_grad_norm
+from .weights import layer_norms, norms_record
 
 __all__ = ["TrainConfig", "train", "TrainingDiverged", "RunExistsError", "open_data", "ShapesData", "CocoData",
-           "split_held_out", "check_run_folder", "step_memory_mb", "check_memory", "RUN_FILES"]
+           "split_held_out", "check_run_folder", "step_memory_mb", "check_memory", "validation_losses", "RUN_FILES",
+           "VAL_LOSS_KEYS"]
 
 # what a run writes into its folder: ``overwrite`` removes these and nothing else
 RUN_FILES = ("model.npz", "checkpoint.npz", "metrics.jsonl", "summary.json", "curves.png", "predictions.png",
@@ -63,6 +68,9 @@ class TrainConfig:
     scale_jitter: tuple = ()                  # augmentation: () or (lo, hi), the content scaled by U(lo, hi)
     checkpoint_every: int = 250
     log_every: int = 10
+    norms_every: int = 100                    # steps between per-layer weight and gradient norms (0: off)
+    val_loss_every: int = 250                 # steps between validation losses, also logged at the end (0: off)
+    val_loss_images: int = 64                 # validation images those losses average over (0: off)
     seed: int = 0
 
     @classmethod
@@ -102,6 +110,10 @@ class ShapesData:
 
     def batch(self, step, batch_size):
         return [self.stream[i] for i in range(step * batch_size, (step + 1) * batch_size)]
+
+    def validation_samples(self, count):
+        """The first ``count`` validation samples ``(image, masks, class_ids)`` (the validation losses')."""
+        return self.validation[:count]
 
     def evaluate(self, model, batch_size=16):
         """``(metrics, detections, images)`` of the model on the validation split."""
@@ -161,6 +173,12 @@ class CocoData:
     def batch(self, step, batch_size):
         indices = self.train_set.dataset.batch_indices(step, batch_size, self.seed)
         return [self.train_set[i][:3] for i in indices]
+
+    def validation_samples(self, count):
+        """The first ``count`` validation samples ``(image, masks, class_ids)`` (none without a validation set)."""
+        if self.val_set is None:
+            return []
+        return [self.val_set[i][:3] for i in range(min(count, len(self.val_set)))]
 
     def evaluate(self, model, batch_size=16):
         if self.val_set is None:
@@ -251,6 +269,31 @@ def check_memory(model_config, batch_size):
 def _log(path, record):
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
+
+
+# the keys of a ``val_losses`` record, in the order of the training records' parts
+VAL_LOSS_KEYS = ("loss", "loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
+# the validation losses' samplers draw from a generator of ``(seed, VAL_LOSS_STREAM)``, the same at every
+# evaluation (the curve then moves with the model alone) and apart from every training step's ``(seed, step, 1)``
+VAL_LOSS_STREAM = 0x7A1
+
+
+def validation_losses(model, samples, rng, batch_size=4):
+    """The training losses on validation samples, forward only (``MaskRCNN.losses``): no gradient, no cache.
+
+    samples    : ``(image H x W x 3 uint8, masks G x H x W bool, class_ids G)`` tuples, H = W = image_size
+    rng        : the samplers' generator (a run gives one of its own, never the training steps')
+    batch_size : images a forward pass (small, so that the peak memory stays that of a training step)
+    Returns ``{key: mean over the images}`` for ``VAL_LOSS_KEYS`` (each batch's losses weighted by its size).
+    """
+    totals = dict.fromkeys(VAL_LOSS_KEYS, 0.0)
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start:start + batch_size]
+        images = np.stack([s[0] for s in chunk])
+        losses = model.losses(images, _to_targets([s[1] for s in chunk], [s[2] for s in chunk]), rng)
+        for key in VAL_LOSS_KEYS:
+            totals[key] += losses[key] * len(chunk)
+    return {key: total / len(samples) for key, total in totals.items()}
 
 
 def _read_log(path):
@@ -370,6 +413,7 @@ def train(out_dir, model_config=None, train_config=None, resume=False, data=None
         log_path.unlink()
     if getattr(source, "val_set", None) is not None and "held_out" in source.spec:
         _write_val_json(source, out / "val.json")
+    val_samples = source.validation_samples(tcfg.val_loss_images) if tcfg.val_loss_every else []
 
     start_time, start_step, interrupted = time.perf_counter(), step, False
 
@@ -381,6 +425,11 @@ def train(out_dir, model_config=None, train_config=None, resume=False, data=None
         config["run"]["seconds"] = seconds()
         save_checkpoint(ckpt_path, model.parameters(), opt, step=at, config=config)
         saved_step = at
+
+    def log_val_losses():
+        if val_samples:
+            losses = validation_losses(model, val_samples, np.random.default_rng([tcfg.seed, VAL_LOSS_STREAM]))
+            _log(log_path, dict(step=step, seconds=seconds(), val_losses={k: round(v, 6) for k, v in losses.items()}))
 
     def diverged(what):
         kept = (f"The last good checkpoint is {ckpt_path} (step {saved_step})" if saved_step is not None else
@@ -400,6 +449,8 @@ def train(out_dir, model_config=None, train_config=None, resume=False, data=None
             if not all(math.isfinite(v) for v in losses.values()):
                 raise diverged(f"the loss is {losses['loss']} ({losses})")
             grads = model.gradients()
+            # this step's per-layer gradient norms, taken before clipping scales every layer alike
+            grad_norms = layer_norms(grads) if _due(step + 1, tcfg.norms_every) else None
             try:
                 grad_norm = clip_grad_norm(grads, tcfg.clip_grad_norm)
             except FloatingPointError:
@@ -414,8 +465,13 @@ def train(out_dir, model_config=None, train_config=None, resume=False, data=None
                                 cls=f"{losses['loss_classifier']:.3f}", img_s=f"{rate:.1f}")
                 _log(log_path, dict(step=step, seconds=seconds(), lr=opt.lr, grad_norm=grad_norm,
                                     images_per_s=rate, **{k: round(v, 6) for k, v in losses.items()}))
+            if grad_norms is not None:   # the weights after this step's update, the gradient that made it
+                _log(log_path, dict(step=step, seconds=seconds(),
+                                    norms=norms_record(layer_norms(model.parameters()), grad_norms)))
             if step % tcfg.checkpoint_every == 0:
                 checkpoint(step)
+            if _due(step, tcfg.val_loss_every) and step < tcfg.steps:
+                log_val_losses()
             if step % tcfg.eval_every == 0 and step < tcfg.steps:
                 metrics, _, _ = source.evaluate(model)
                 if metrics is not None:
@@ -434,6 +490,7 @@ def train(out_dir, model_config=None, train_config=None, resume=False, data=None
 
     checkpoint(step)
     save_checkpoint(out / "model.npz", model.parameters(), step=step, config=config)
+    log_val_losses()
     metrics, detections, images = source.evaluate(model)
     if metrics is not None:
         _log(log_path, dict(step=step, seconds=seconds(), eval=metrics))
@@ -445,6 +502,11 @@ def train(out_dir, model_config=None, train_config=None, resume=False, data=None
                    peak_memory_mb=_peak_memory_mb(), metrics=metrics, validation=_validation_of(source))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _due(step, every):
+    """Whether a record taken every ``every`` steps (0: never) falls on ``step``."""
+    return every > 0 and step % every == 0
 
 
 def _split_dataset(dataset, tcfg):

@@ -281,21 +281,19 @@ def predictions_figure(images, detections, class_names, columns=4, score_min=0.5
     return fig
 
 
-def training_curves_figure(records):
-    """Loss parts against steps (left, log scale) and validation AP against steps (right).
+LOSS_KEYS = ("loss", "loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
 
-    records : the lines of ``metrics.jsonl`` (dicts with ``step`` and loss keys, or ``step`` and ``eval``)
+
+def training_curves_figure(records):
+    """Losses against steps (left, log scale) and validation AP against steps (right).
+
+    records : the lines of ``metrics.jsonl``: dicts with ``step`` and the loss keys (a training step's losses),
+              ``step`` and ``val_losses`` (the same keys on validation images), or ``step`` and ``eval`` (AP)
+    On the left each loss part has one colour: a line for training, dashes and dots for validation, so a gap
+    that opens between the two is seen at once (the model learns the training images, not the task).
     """
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    logs = [r for r in records if "loss" in r]
-    if logs:
-        steps = [r["step"] for r in logs]
-        for key in ("loss", "loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"):
-            left.plot(steps, [r[key] for r in logs], label=key, linewidth=2 if key == "loss" else 1)
-        left.set_yscale("log")
-        left.legend(fontsize=8)
-    left.set_xlabel("step")
-    left.set_title("training losses (log scale)", fontsize=10)
+    _draw_losses(left, records)
     evals = [r for r in records if "eval" in r]
     if evals:
         steps = [r["step"] for r in evals]
@@ -309,6 +307,30 @@ def training_curves_figure(records):
     right.set_title("validation AP (COCO metric, pycocotools)", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def _draw_losses(ax, records):
+    """Training losses (lines, labelled by key) and validation losses (dashes and dots, labelled
+    ``"validation <key>"``) of ``records`` on ``ax``, one colour per loss part."""
+    logs = [r for r in records if "loss" in r]
+    vals = [r for r in records if "val_losses" in r]
+    for i, key in enumerate(LOSS_KEYS):
+        width = 2 if key == "loss" else 1
+        if logs:   # a step's losses are noisy: faint under the validation losses, which average many images
+            ax.plot([r["step"] for r in logs], [r[key] for r in logs], color=f"C{i}", linewidth=width,
+                    alpha=0.4 if vals else 1.0, label=key)
+        if vals:
+            ax.plot([r["step"] for r in vals], [r["val_losses"][key] for r in vals], "--o", color=f"C{i}",
+                    linewidth=width + 0.5, markersize=4, zorder=3, label=f"validation {key}")
+    if logs or vals:
+        ax.set_yscale("log")
+        parts = [Line2D([], [], color=f"C{i}", linewidth=2 if k == "loss" else 1, label=k)
+                 for i, k in enumerate(LOSS_KEYS)]
+        styles = [Line2D([], [], color="0.4", alpha=0.4, label="training (a step)"),
+                  Line2D([], [], color="0.4", linestyle="--", marker="o", markersize=4, label="validation")]
+        ax.legend(handles=parts + (styles if vals else []), fontsize=7, ncol=2 if vals else 1)
+    ax.set_xlabel("step")
+    ax.set_title(f"training {'and validation ' if vals else ''}losses (log scale)", fontsize=10)
 
 
 def save(fig, path):

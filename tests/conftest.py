@@ -39,3 +39,16 @@ def cli_error(capsys):
         assert len(lines) == 1 and "Traceback" not in err, err
         return stop.value.code, lines[0]
     return run
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """The folder of a short training run of the default model (300 steps of 4 images, about a minute on two
+    cores), shared by the tests that need a model that has learned something: inspect, diagnose and
+    evaluate's breakdown. It is written under pytest's temporary folder: tests never read a user's ``runs/``."""
+    from mrcnn_edu.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("trained") / "run"
+    train(out, train_config=TrainConfig(steps=300, val_images=16, eval_every=10**6, checkpoint_every=10**6),
+          progress=False)
+    return out

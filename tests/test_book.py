@@ -304,6 +304,15 @@ def test_find_stages_pairs_by_number_and_rejects_a_course_less_root(tmp_path):
         book.find_stages(tmp_path / "empty")
 
 
+def test_a_chapter_after_the_lecture_is_listed_with_its_own_title_only_when_it_is_there(tmp_path):
+    root = _fake_course(tmp_path / "c")
+    assert [s.number for s in book.find_stages(root)] == list(range(1, 10))
+    (root / "notebooks" / "10_inspect.ipynb").write_text(_notebook(("markdown", "# Inside")))
+    stages = book.find_stages(root)
+    assert [s.number for s in stages] == list(range(1, 11))
+    assert (stages[-1].title, stages[-1].notebook_page) == (book.AFTER_THE_LECTURE[10][0], "notebook-10_inspect.html")
+
+
 def test_links_to_the_code_go_to_source_url_when_given(tmp_path):
     root = _fake_course(tmp_path / "c")
     linker = book._Linker(root, tmp_path / "out", book.find_stages(root), "https://example.org/repo/blob/main/")

@@ -29,11 +29,15 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mrcnn_edu"
 #   demo.py        prints and draws the lecture's worked examples
 #   capstone.py    trains on the student's lesson functions, on NumPy only, comparing them with the library's
 #   explore.py     looks at a data set (anchor fit, a browsing grid): statistics and figures on host arrays
+#   breakdown.py   evaluate's per-class, per-size AP and confusion matrix: pycocotools and ap.py on host arrays
+#   inspection_figures.py  matplotlib draws the stages that inspection.py traced on the device
+#   weights.py     reads the weight norms of metrics.jsonl into host arrays for figures (the norms use xp)
 #   data/          the shapes data set and COCO I/O build host images and masks
 #   *_host*        any module whose name says it runs on the host
 HOST_ONLY_FILES = frozenset({"backend.py", "gradcheck.py", "checkpoint.py", "cli.py", "visualize.py", "train.py",
                              "evaluate.py", "lessons.py", "explore.py", "ap.py", "inference.py",
-                             "demo.py", "capstone.py"})
+                             "demo.py", "capstone.py", "breakdown.py", "inspection_figures.py",
+                             "weights.py"})
 HOST_ONLY_DIRS = frozenset({"data"})
 HOST_ONLY_NAME_PART = "_host"
 

@@ -14,8 +14,8 @@
   read the JSON directly and always run.
 * A notebook that trains is never silent: it says how long training will take before it starts, shows
   tqdm's progress bar (nothing switches it off, and executed here it does not break nbclient), and names
-  ``python3 tasks.py train``, the command that makes the course model; 07 and 09 print the model they use and
-  its AP. Their checks hold for any model they load: they run here beside a ``runs/`` holding a barely
+  ``python3 tasks.py train``, the command that makes the course model; 07, 09 and 10 print the model they use
+  and its AP. Their checks hold for any model they load: they run here beside a ``runs/`` holding a barely
   trained model that the test makes itself (never the user's).
 """
 from __future__ import annotations
@@ -40,8 +40,8 @@ COURSE_MODEL = Path("runs") / "shapes" / "model.npz"  # where `mrcnn-edu train` 
 READS_RUNS_IN_FAST_MODE = set()
 # Notebooks that train a model (in fast mode a handful of steps), and those that load the course model when it
 # is there and otherwise train one; both print the model and its AP in that case.
-TRAINS = {"07_heads.ipynb", "08_train.ipynb", "09_evaluate.ipynb"}
-LOADS_THE_COURSE_MODEL = {"07_heads.ipynb", "09_evaluate.ipynb"}
+TRAINS = {"07_heads.ipynb", "08_train.ipynb", "09_evaluate.ipynb", "10_inspect.ipynb"}
+LOADS_THE_COURSE_MODEL = {"07_heads.ipynb", "09_evaluate.ipynb", "10_inspect.ipynb"}
 MODEL_AND_AP = re.compile(r"mask AP \d\.\d{3}, box AP \d\.\d{3}")
 
 
@@ -80,7 +80,7 @@ def _library_names() -> set[str]:
 def test_the_course_notebooks_are_there():
     names = [p.name for p in NOTEBOOKS]
     for stage in ("01_iou", "02_anchors", "03_rpn", "04_roi", "05_losses", "06_layers", "07_heads", "08_train",
-                  "09_evaluate"):
+                  "09_evaluate", "10_inspect"):
         assert f"{stage}.ipynb" in names, f"notebooks/{stage}.ipynb is missing (found {names})"
     bad = [n for n in names if not NAME_PATTERN.match(n)]
     assert not bad, f"notebook names must look like NN_<stage>.ipynb: {bad}"
@@ -272,13 +272,13 @@ def test_fast_mode_is_off_when_unset_and_rejects_typos(monkeypatch):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# whichever model 07 and 09 load, their checks hold
+# whichever model 07, 09 and 10 load, their checks hold
 # ----------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", sorted(LOADS_THE_COURSE_MODEL))
 def test_checks_hold_for_whatever_course_model_is_there(name, monkeypatch, tmp_path):
-    """07 and 09 beside a ``runs/shapes/model.npz`` that this test trains for 2 steps (AP about 0, a model a reader
-    may well have there after a short run): they load it, print what it is and its AP, and every check passes.
+    """07, 09 and 10 beside a ``runs/shapes/model.npz`` that this test trains for 2 steps (AP about 0, a model a
+    reader may well have there after a short run): they load it, print what it is and its AP, and every check passes.
     The copy run here reads the model in fast mode too (its ``RUN =`` line is the full mode's), so it runs at
     the small sizes; never the user's runs/, a temporary folder's."""
     from mrcnn_edu.train import TrainConfig, train
