@@ -1,0 +1,251 @@
+"""How many array operations and host round trips one training step makes, by library module.
+
+    python benchmarks/count_ops.py [--steps 3] [--warmup 1] [--top 15] [--json F]
+
+On a GPU every array operation is at least one kernel launch, and each costs the host 10 to 15 us whatever
+its size; a host round trip (``.item()``, ``bool()``/``float()``/``int()`` of an array, ``backend.to_host``)
+also waits for every kernel before it. Both are counted here on NumPy, so the count runs on any machine:
+
+* the backend's array module is replaced by a counting one (``backend.xp`` and ``get_array_module``): every
+  ``xp.<function>`` call is one operation (``xp.zeros``, ``xp.exp``, ``xp.concatenate``, ...);
+* the parameters and the arrays those calls return are ``Counted`` arrays, an ``ndarray`` subclass whose
+  ``__array_ufunc__`` and ``__array_function__`` count every arithmetic operator, ufunc, reduction
+  (``x.sum()``) and NumPy function applied to them, and whose ``astype``, ``copy``, fancy indexing,
+  assignments into arrays and a few other methods count one operation each. Views (reshape, transpose,
+  basic slicing) launch nothing on a GPU and are not counted;
+* each operation is charged to the innermost library module on the call stack (``backend.py`` aside), so
+  the table says which stage launches what.
+
+The counts are a model of a GPU's launches, not a trace of CuPy: a CuPy call may launch more than one kernel
+(a reduction with ``keepdims``, a sort), and a CuPy-only fused kernel would count as one. They are exact and
+repeatable: the same step of the same code gives the same numbers, which is what a before/after needs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mrcnn_edu import backend  # noqa: E402
+
+# ndarray methods that compute (a kernel each on a GPU) without going through a ufunc or NumPy function
+COUNTED_METHODS = ("astype", "copy", "argmax", "argmin", "argsort", "nonzero", "repeat", "take", "dot", "sort",
+                   "fill", "cumsum", "round", "__getitem__", "__setitem__")
+# methods and conversions that bring a value back to the host (a synchronization on a GPU)
+ROUND_TRIPS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
+
+
+class Tally:
+    """The operations and host round trips counted so far, by library module."""
+
+    def __init__(self):
+        self.ops = Counter()
+        self.round_trips = Counter()
+        self.names = Counter()        # (module, operation name): for the details
+        self.active = False
+
+    def add(self, kind, name):
+        if not self.active:
+            return
+        module = _library_caller()
+        (self.ops if kind == "op" else self.round_trips)[module] += 1
+        self.names[(module, name)] += 1
+
+
+TALLY = Tally()
+
+
+def _library_caller():
+    """The innermost ``mrcnn_edu`` module on the stack, ``backend`` and this file aside ("other" if none)."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if module.startswith("mrcnn_edu.") and module != "mrcnn_edu.backend":
+            return module[len("mrcnn_edu."):]
+        frame = frame.f_back
+    return "other"
+
+
+def _plain(a):
+    """``a`` with every ``Counted`` array in it (also inside lists and tuples) seen as a plain ndarray."""
+    if isinstance(a, Counted):
+        return a.view(np.ndarray)
+    if isinstance(a, (list, tuple)):
+        return type(a)(_plain(x) for x in a)
+    return a
+
+
+def _counted(a):
+    """``a`` with every ndarray in it seen as a ``Counted`` array, and a NumPy scalar as a 0-d one (CuPy's
+    reductions and scalar indexing give 0-d device arrays: reading one back is a host round trip)."""
+    if isinstance(a, np.ndarray) and not isinstance(a, Counted):
+        return a.view(Counted)
+    if isinstance(a, np.generic):
+        return np.asarray(a).view(Counted)
+    if isinstance(a, tuple):
+        return tuple(_counted(x) for x in a)
+    if isinstance(a, list):
+        return [_counted(x) for x in a]
+    return a
+
+
+class Counted(np.ndarray):
+    """An ndarray that counts each operation applied to it in ``TALLY``."""
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        TALLY.add("op", ufunc.__name__ if method == "__call__" else f"{ufunc.__name__}.{method}")
+        if "out" in kwargs:
+            kwargs["out"] = _plain(kwargs["out"])
+        result = getattr(ufunc, method)(*_plain(inputs), **kwargs)
+        return _counted(result)
+
+    def __array_function__(self, func, types, args, kwargs):
+        TALLY.add("op", func.__name__)
+        return _counted(func(*_plain(args), **{k: _plain(v) for k, v in kwargs.items()}))
+
+
+def _counting_method(name, kind):
+    base = getattr(np.ndarray, name)
+
+    def method(self, *args, **kwargs):
+        if name == "__getitem__" and not _fancy(args[0]):
+            return _counted(base(self, *args, **kwargs))     # a view: nothing launched
+        TALLY.add(kind, name)
+        return _counted(base(self.view(np.ndarray), *_plain(args), **{k: _plain(v) for k, v in kwargs.items()}))
+    method.__name__ = name
+    return method
+
+
+def _fancy(index):
+    """Whether indexing with ``index`` copies (an integer or boolean array in it) rather than takes a view."""
+    parts = index if isinstance(index, tuple) else (index,)
+    return any(isinstance(p, (np.ndarray, list)) for p in parts)
+
+
+for _name in COUNTED_METHODS:
+    setattr(Counted, _name, _counting_method(_name, "op"))
+for _name in ROUND_TRIPS:
+    setattr(Counted, _name, _counting_method(_name, "round trip"))
+
+
+class _CountingUfunc:
+    """``xp.add`` and friends: calls and ``.at`` / ``.reduce`` / ... count one operation each."""
+
+    def __init__(self, ufunc):
+        self._ufunc = ufunc
+
+    def __call__(self, *args, **kwargs):
+        return _call(self._ufunc, self._ufunc.__name__, args, kwargs)
+
+    def __getattr__(self, name):
+        attr = getattr(self._ufunc, name)
+        if name in ("at", "reduce", "accumulate", "outer", "reduceat"):
+            return lambda *a, **k: _call(attr, f"{self._ufunc.__name__}.{name}", a, k)
+        return attr
+
+
+def _call(func, name, args, kwargs):
+    TALLY.add("op", name)
+    return _counted(func(*_plain(args), **{k: _plain(v) for k, v in kwargs.items()}))
+
+
+class CountingModule:
+    """NumPy as the backend's array module, every function call counted (classes and constants as they are)."""
+
+    __name__ = "numpy"
+
+    def __getattr__(self, name):
+        attr = getattr(np, name)
+        if isinstance(attr, np.ufunc):
+            return _CountingUfunc(attr)
+        if callable(attr) and not isinstance(attr, type):
+            return lambda *a, **k: _call(attr, name, a, k)
+        return attr
+
+
+def counting(model):
+    """Switch the backend to the counting module and make the model's parameters ``Counted`` (in place);
+    returns a function that undoes both."""
+    if backend.name != "numpy":
+        raise RuntimeError("count_ops counts on the NumPy backend")
+    module, saved = CountingModule(), (backend.xp, backend.get_array_module, backend.to_host)
+    original_to_host = backend.to_host
+
+    def to_host(a):
+        TALLY.add("round trip", "to_host")
+        return original_to_host(a)
+
+    backend.xp, backend.get_array_module, backend.to_host = module, (lambda *arrays: module), to_host
+    for m in model.modules():
+        for key, p in m.params.items():
+            m.params[key] = p.view(Counted)
+
+    def undo():
+        backend.xp, backend.get_array_module, backend.to_host = saved
+        for m in model.modules():
+            for key, p in m.params.items():
+                m.params[key] = p.view(np.ndarray)
+    return undo
+
+
+def count_steps(model, opt, batches, step_fn, warmup=1):
+    """Run ``step_fn(model, opt, batch, i)`` on each batch; the steps after ``warmup`` are counted. Returns
+    ``(ops by module, round trips by module, (module, name) counts)``, per counted step."""
+    undo = counting(model)
+    try:
+        TALLY.__init__()
+        for i, batch in enumerate(batches):
+            TALLY.active = i >= warmup
+            step_fn(model, opt, batch, i)
+        TALLY.active = False
+    finally:
+        undo()
+    n = max(len(batches) - warmup, 1)
+
+    def per_step(counter):
+        return {k: v / n for k, v in counter.most_common()}
+    return per_step(TALLY.ops), per_step(TALLY.round_trips), per_step(TALLY.names)
+
+
+def main(argv=None):
+    from mrcnn_edu.data.shapes import ShapesDataset
+    from mrcnn_edu.model import MaskRCNN, ModelConfig
+    from mrcnn_edu.optim import AdamW
+    from train_step import train_step
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=3, help="steps counted (after --warmup)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--top", type=int, default=15, help="the most frequent operations listed")
+    parser.add_argument("--json", help="also write the counts here")
+    parser.add_argument("--backend", choices=backend.BACKENDS, default="numpy",
+                        help="accepted as by every benchmark; the count always runs on NumPy (it is no timing)")
+    args = parser.parse_args(argv)
+    backend.use("numpy")
+    data = ShapesDataset(0, 128, "train")
+    model = MaskRCNN(ModelConfig(), rng=np.random.default_rng(0))
+    opt = AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    batches = [[data[4 * i + k] for k in range(4)] for i in range(args.warmup + args.steps)]
+    ops, trips, names = count_steps(model, opt, batches, lambda m, o, b, i: train_step(m, o, b, i), args.warmup)
+    print(f"one training step of the default model (batch 4, 128 px), mean over {args.steps} steps:")
+    print(f"{'module':<20}{'array ops':>12}{'round trips':>14}")
+    for module in sorted(set(ops) | set(trips), key=lambda m: -ops.get(m, 0)):
+        print(f"{module:<20}{ops.get(module, 0):>12.0f}{trips.get(module, 0):>14.0f}")
+    print(f"{'total':<20}{sum(ops.values()):>12.0f}{sum(trips.values()):>14.0f}")
+    print(f"\nthe {args.top} most frequent (module: operation):")
+    for (module, name), n in list(names.items())[:args.top]:
+        print(f"  {n:8.0f}  {module}: {name}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"ops": ops, "round_trips": trips,
+                                               "total_ops": sum(ops.values()),
+                                               "total_round_trips": sum(trips.values())}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""``benchmarks/count_ops.py``: the counter of array operations and host round trips that issue 16's
+before/after numbers come from must count what it claims, charge it to the right module, and change nothing."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mrcnn_edu import backend
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+count_ops = pytest.importorskip("count_ops")
+
+
+class _Tiny:
+    """Just enough of a model for ``counting``: one module holding one parameter."""
+
+    def __init__(self, p):
+        self.params = {"w": p}
+
+    def modules(self):
+        return [self]
+
+
+def _run(fn, p):
+    holder = _Tiny(p)
+    steps = [None]
+    ops, trips, names = count_ops.count_steps(holder, None, steps, lambda m, o, b, i: fn(m.params["w"]), warmup=0)
+    return ops, trips, names
+
+
+def test_operators_functions_reductions_and_round_trips_are_counted_once_each():
+    backend.use("numpy")
+
+    def work(w):
+        xp = backend.xp
+        y = xp.exp(w) + 1.0          # a function and an operator: 2
+        z = y[xp.asarray([0, 2])]    # asarray and a fancy index: 2
+        v = y[1:]                    # a view: 0
+        total = (z * 2).sum()        # an operator and a reduction: 2
+        return float(total) + float(v.max())   # a reduction: 1; two round trips
+
+    ops, trips, names = _run(work, np.arange(4.0))
+    assert sum(ops.values()) == 7 and sum(trips.values()) == 2
+    assert names[("other", "exp")] == 1 and names[("other", "__getitem__")] == 1
+
+
+def test_each_operation_is_charged_to_the_innermost_library_module():
+    from mrcnn_edu.boxes import _box_iou
+    backend.use("numpy")
+    boxes = np.array([[0, 0, 10, 10], [5, 5, 15, 15]], np.float32)
+    ops, _, _ = _run(lambda w: _box_iou(w, w), boxes)
+    assert set(ops) == {"boxes"} and ops["boxes"] > 5
+
+
+def test_counting_changes_no_result_and_leaves_the_backend_as_it_was():
+    from mrcnn_edu.data.shapes import ShapesDataset
+    from mrcnn_edu.model import MaskRCNN, ModelConfig
+    from mrcnn_edu.train import _to_targets
+    backend.use("numpy")
+    cfg = ModelConfig(image_size=64, channels=(8, 8, 16, 16), groups=4, fpn_channels=16, anchor_sizes=(24.0, 32.0),
+                      box_hidden=32, mask_channels=8, mask_convs=1, roi_batch=16)
+    data = ShapesDataset(0, 64, "train")
+    batch = [data[0], data[1]]
+    images = np.stack([s[0] for s in batch])
+    results = []
+    for counted in (False, True):
+        model = MaskRCNN(cfg, rng=np.random.default_rng(0))
+
+        def step(m, o, b, i):
+            results.append(m.loss_and_backward(images, _to_targets([s[1] for s in b], [s[2] for s in b]),
+                                               np.random.default_rng(3)))
+        if counted:
+            ops, trips, _ = count_ops.count_steps(model, None, [batch], step, warmup=0)
+            assert sum(ops.values()) > 500 and "roi" in ops and "nn.conv" in ops
+        else:
+            step(model, None, batch, 0)
+        results.append({k: v.view(np.ndarray).copy() for k, v in model.gradients().items()})
+    assert results[0] == results[2]
+    assert all(np.array_equal(results[1][k], results[3][k]) for k in results[1])
+    assert backend.xp is np and backend.get_array_module(np.zeros(1)) is np
+    assert all(type(p) is np.ndarray for p in model.parameters().values())
