@@ -45,6 +45,7 @@ class Optimizer:
         self.t = 0                                            # number of steps taken
         self.counts = {}                                      # name -> updates of that parameter so far
         self.state = {slot: {} for slot in self.slots}        # slot -> name -> array like the parameter
+        self._flat = {}                                       # slot -> one array holding every parameter's
 
     def hyperparameters(self):
         """The settings saved with the state (floats and bools), e.g. ``{"lr": 0.01, "momentum": 0.9}``."""
@@ -55,25 +56,50 @@ class Optimizer:
         unknown = sorted(set(grads) - set(self.params))
         if unknown:
             raise ValueError(f"grads: no parameter named {unknown[0]!r} (known: {sorted(self.params)[:5]}...)")
+        grads = {name: g for name, g in grads.items() if g is not None}
+        for name, g in grads.items():
+            if g.shape != self.params[name].shape:
+                raise ValueError(f"grads[{name!r}]: expected shape {tuple(self.params[name].shape)}, "
+                                 f"got {tuple(g.shape)}")
         self.t += 1
-        for name, p in self.params.items():
-            g = grads.get(name)
-            if g is None:
-                continue
-            if g.shape != p.shape:
-                raise ValueError(f"grads[{name!r}]: expected shape {tuple(p.shape)}, got {tuple(g.shape)}")
-            self.counts[name] = self.counts.get(name, 0) + 1
-            self.update(name, p, g.astype(p.dtype, copy=False))
+        for name in self.params:
+            if name in grads:
+                self.counts[name] = self.counts.get(name, 0) + 1
+        if not self._update_all(grads):
+            for name, p in self.params.items():
+                if name in grads:
+                    self.update(name, p, grads[name].astype(p.dtype, copy=False))
 
     def update(self, name, p, g):
         raise NotImplementedError
+
+    def _update_all(self, grads):
+        """Update every parameter at once, if the optimizer can (``Adam`` can); False: one at a time."""
+        return False
 
     def _slot(self, slot, name, p):
         """The state array ``slot`` of parameter ``name``, zeros at first use."""
         arrays = self.state[slot]
         if name not in arrays:
             arrays[name] = backend.get_array_module(p).zeros_like(p)
+            self._flat = {}                                   # a new array outside the flat buffers
         return arrays[name]
+
+    def _flat_slot(self, slot):
+        """Slot ``slot`` of every parameter as one flat array (P values, the parameters in ``params`` order);
+        ``state[slot][name]`` are views into it, so the per-parameter path and ``state_dict`` see the same
+        numbers. Made once, from the arrays there are (zeros where a parameter has none yet)."""
+        if slot not in self._flat:
+            xp = backend.get_array_module(*self.params.values())
+            arrays = self.state[slot]
+            flat = xp.concatenate([arrays[n].ravel() if n in arrays else xp.zeros(p.size, p.dtype)
+                                   for n, p in self.params.items()])
+            offset = 0
+            for name, p in self.params.items():
+                arrays[name] = flat[offset:offset + p.size].reshape(p.shape)
+                offset += p.size
+            self._flat[slot] = flat
+        return self._flat[slot]
 
     # -- saving and restoring --------------------------------------------------------------------------
     def state_dict(self):
@@ -126,6 +152,7 @@ class Optimizer:
         self.t = int(state["t"])
         self.counts = {name: int(c) for name, c in state["counts"].items()}
         self.state = slots
+        self._flat = {}
 
 
 class SGD(Optimizer):
@@ -183,18 +210,44 @@ class Adam(Optimizer):
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
                 "weight_decay": self.weight_decay}
 
-    def update(self, name, p, g):
+    def _update_all(self, grads):
+        """The update of ``update`` on every parameter at once, the parameters, gradients and moments laid end
+        to end in flat arrays: about fifteen array operations a step instead of about ten per parameter.
+        The same arithmetic element by element, so the same numbers to the last bit. Taken when every
+        parameter has a gradient, all were updated equally often (one bias correction for all) and share a
+        dtype; otherwise ``step`` updates them one at a time, on views of the same moments."""
+        params = self.params
+        if len(grads) != len(params):
+            return False
+        counts = {self.counts[name] for name in params}
+        if len(counts) != 1 or len({p.dtype for p in params.values()}) != 1:
+            return False
+        xp = backend.get_array_module(*params.values())
+        p = xp.concatenate([q.ravel() for q in params.values()])
+        g = xp.concatenate([grads[name].ravel() for name in params]).astype(p.dtype, copy=False)
+        self.update(None, p, g, counts.pop())
+        offset = 0
+        for q in params.values():                             # the new values back into the layers' arrays
+            q[...] = p[offset:offset + q.size].reshape(q.shape)
+            offset += q.size
+        return True
+
+    def update(self, name, p, g, t=None):
+        """One Adam step of parameter ``name`` (``None``: all of them, flat, ``t`` their update count)."""
         xp = backend.get_array_module(p)
         if self.weight_decay and self.decoupled:
             p *= 1 - self.lr * self.weight_decay
         elif self.weight_decay:
             g = g + self.weight_decay * p
-        m, v = self._slot("exp_avg", name, p), self._slot("exp_avg_sq", name, p)
+        if name is None:
+            m, v = self._flat_slot("exp_avg"), self._flat_slot("exp_avg_sq")
+        else:
+            m, v = self._slot("exp_avg", name, p), self._slot("exp_avg_sq", name, p)
+            t = self.counts[name]                             # this parameter's updates, as PyTorch
         m *= self.beta1
         m += (1 - self.beta1) * g
         v *= self.beta2
         v += (1 - self.beta2) * (g * g)
-        t = self.counts[name]                                 # this parameter's updates, as PyTorch
         correction1, correction2 = 1 - self.beta1 ** t, 1 - self.beta2 ** t
         denom = xp.sqrt(v) / math.sqrt(correction2) + self.eps
         p -= (self.lr / correction1) * (m / denom)

@@ -160,3 +160,36 @@ def test_clip_grad_norm(xp):
     assert optim.global_grad_norm(grads) == pytest.approx(1.0, rel=1e-6)
     with pytest.raises(FloatingPointError, match="gradient norm is nan"):
         optim.clip_grad_norm({"a": xp.asarray([xp.nan])}, 1.0)
+
+
+class _OneAtATime(optim.AdamW):
+    """AdamW that never takes the flat path: the reference the flat update must equal bit for bit."""
+
+    def _update_all(self, grads):
+        return False
+
+
+@pytest.mark.parametrize("skip", [None, 2], ids=["every step flat", "a gradient missing at step 2"])
+def test_adamw_on_flat_buffers_equals_the_update_one_parameter_at_a_time(xp, skip):
+    gen = np.random.default_rng(7)
+    shapes = {"conv.weight": (4, 3, 3, 3), "conv.bias": (4,), "fc.weight": (5, 12), "fc.bias": (5,)}
+    start = {n: gen.standard_normal(s).astype(np.float32) for n, s in shapes.items()}
+    steps = [{n: gen.standard_normal(s).astype(np.float32) for n, s in shapes.items()} for _ in range(5)]
+    if skip is not None:            # then one at a time from there on (the bias corrections differ)
+        del steps[skip]["fc.bias"]
+    runs = []
+    for make in (optim.AdamW, _OneAtATime):
+        params = {n: xp.asarray(a) for n, a in start.items()}
+        views = dict(params)             # the layers' own arrays: updated in place, never rebound
+        opt = make(params, lr=3e-3, weight_decay=1e-2)
+        for g in steps:
+            opt.step({n: xp.asarray(a) for n, a in g.items()})
+        assert all(params[n] is views[n] for n in params)
+        runs.append((params, opt.state_dict(), opt))
+    (flat, flat_state, flat_opt), (loop, loop_state, _) = runs
+    assert set(flat_opt._flat) == {"exp_avg", "exp_avg_sq"}      # the first step went the flat way
+    for n in shapes:
+        assert np.array_equal(host(flat[n]), host(loop[n])), n
+        for slot in ("exp_avg", "exp_avg_sq"):
+            assert np.array_equal(host(flat_state["slots"][slot][n]), host(loop_state["slots"][slot][n]))
+    assert flat_state["counts"] == loop_state["counts"]
