@@ -293,8 +293,8 @@ class MaskRCNN(Module):
         l_mask, dmask, mask_cache = 0.0, None, None
         if sum(int(c.sum()) for c in chosen):
             size = (self.mask_size, self.mask_size)
-            mask_t = xp.concatenate([_mask_targets(t.masks, b, s.matched_gt_index[c], size, True)
-                                     for t, s, c, b in zip(targets, sampled, chosen, mask_boxes)])
+            mask_t = self._mask_targets(targets, [s.matched_gt_index[c] for s, c in zip(sampled, chosen)],
+                                        mask_boxes, size)
             mask_feats, mask_cache = self._pool(maps.mask, self.mask_stride, mask_boxes, cfg.mask_pool)
             mask_logits = self.mask_head.forward(mask_feats)
             mask_loss = _softmax_mask_loss if cfg.mask_loss == "softmax" else _sigmoid_mask_loss
@@ -304,6 +304,17 @@ class MaskRCNN(Module):
                       loss_objectness=float(l_obj), loss_rpn_box_reg=float(l_rpn_box))
         losses["loss"] = sum(losses.values())
         return losses, HeadGradients(dobj, ddeltas, dlogits, dbox, box_cache, dmask, mask_cache, maps.mask.shape)
+
+    @staticmethod
+    def _mask_targets(targets, matched_per_image, boxes_per_image, size):
+        """The m x m mask target of every mask RoI of the batch, in one RoIAlign: the images' ground-truth masks
+        stacked (G = sum G_i), each RoI's matched index shifted by the masks of the images before its own."""
+        xp = backend.xp
+        counts = [len(t.masks) for t in targets]
+        starts = [sum(counts[:i]) for i in range(len(counts))]
+        matched = xp.concatenate([m + start for m, start in zip(matched_per_image, starts)])
+        gt_masks = xp.concatenate([t.masks for t in targets])
+        return _mask_targets(gt_masks, xp.concatenate(boxes_per_image), matched, size, True)
 
     def _backward_losses(self, grads):
         """The backward half: from the ``HeadGradients`` through the heads, RoIAlign, the FPN and the backbone
