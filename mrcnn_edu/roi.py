@@ -187,6 +187,11 @@ def _align_matrices(rois, feature_hw, output_size, spatial_scale, sampling_ratio
         gh = xp.maximum(xp.ceil(bin_h), 0).astype(xp.int64)
         gw = xp.maximum(xp.ceil(bin_w), 0).astype(xp.int64)
     fixed = sampling_ratio if sampling_ratio > 0 else None
+    if (oh, H) == (ow, W):   # a square map and output: both axes in one pass, the x rows after the y rows
+        R = rois.shape[0]
+        both = _axis_weights(xp.concatenate([y1, x1]), xp.concatenate([bin_h, bin_w]), xp.concatenate([gh, gw]),
+                             oh, H, dtype, xp, fixed)
+        return both[:R], both[R:]
     Ay = _axis_weights(y1, bin_h, gh, oh, H, dtype, xp, fixed)
     Ax = _axis_weights(x1, bin_w, gw, ow, W, dtype, xp, fixed)
     return Ay, Ax
