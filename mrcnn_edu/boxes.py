@@ -48,22 +48,22 @@ def box_area(boxes):
 
 
 def _box_area(boxes):
-    """The maths of ``box_area``: boxes N x 4 float (or ... x N x 4: a batch of box sets)."""
-    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+    """The maths of ``box_area``: boxes N x 4 float."""
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
 def _inter_union(boxes1, boxes2):
-    """Pairwise intersection and union areas, N x M each (... x N x M for batches ... x N x 4, ... x M x 4).
+    """Pairwise intersection and union areas, N x M each.
 
     The arithmetic is torchvision's, in this order, so results agree to the last bit:
     ``inter = max(0, min(x2) - max(x1)) * max(0, min(y2) - max(y1))``, ``union = area1 + area2 - inter``.
     """
     xp = backend.get_array_module(boxes1, boxes2)
-    b1, b2 = boxes1[..., :, None, :], boxes2[..., None, :, :]
+    b1, b2 = boxes1[:, None, :], boxes2[None, :, :]
     w = xp.maximum(xp.minimum(b1[..., 2], b2[..., 2]) - xp.maximum(b1[..., 0], b2[..., 0]), 0)
     h = xp.maximum(xp.minimum(b1[..., 3], b2[..., 3]) - xp.maximum(b1[..., 1], b2[..., 1]), 0)
     inter = w * h
-    union = _box_area(boxes1)[..., :, None] + _box_area(boxes2)[..., None, :] - inter
+    union = _box_area(boxes1)[:, None] + _box_area(boxes2)[None, :] - inter
     return inter, union
 
 
@@ -85,7 +85,7 @@ def box_iou(boxes1, boxes2):
 
 
 def _box_iou(boxes1, boxes2):
-    """The maths of ``box_iou``: boxes1 N x 4, boxes2 M x 4, float (or batches ... x N x 4, ... x M x 4)."""
+    """The maths of ``box_iou``: boxes1 N x 4, boxes2 M x 4, float."""
     xp = backend.get_array_module(boxes1, boxes2)
     inter, union = _inter_union(boxes1, boxes2)
     # A zero union means two zero-area boxes (then inter is 0 too): IoU 0 instead of torchvision's 0/0 = NaN.
@@ -233,14 +233,13 @@ def _greedy_keep(suppresses):
     always exact; entry t becomes exact once entries 0..t-1 are). So the loop stops after at most N
     iterations, and in practice after a handful: it only needs as many iterations as the longest chain of
     "A suppresses B, B would have suppressed C" decisions. Each iteration is one matrix-vector product.
-    A batch ... x N x N of such matrices (one per image) is solved at once, ``keep`` ... x N.
     """
     xp = backend.get_array_module(suppresses)
     # float32 counts are exact up to 2**24 boxes, and matmul runs on BLAS / cuBLAS.
     suppresses = suppresses.astype(xp.float32)
-    keep = xp.ones(suppresses.shape[:-1], dtype=bool)
+    keep = xp.ones(suppresses.shape[0], dtype=bool)
     while True:
-        new_keep = (keep[..., None, :].astype(xp.float32) @ suppresses)[..., 0, :] == 0
+        new_keep = (keep.astype(xp.float32) @ suppresses) == 0
         if bool(xp.all(new_keep == keep)):
             return keep
         keep = new_keep

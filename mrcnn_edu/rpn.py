@@ -253,28 +253,32 @@ def _generate_proposals_batch(anchors, objectness, deltas, image_size, pre_nms_t
     """The proposal boxes of each image of a batch: a list of N arrays P_i x 4 (anchors A x 4 shared, objectness
     N x A, deltas N x A x 4, one ``(height, width)`` for all images; no score threshold).
 
-    ``_generate_proposals`` on every image at once, to the last bit: each image's top anchors decoded side by
-    side (N x k), the boxes too small to keep marked instead of removed and sorted last, and NMS on the N
-    k x k IoU matrices together (the same IoUs, the same greedy decisions); then each image's first
-    ``post_nms_top_n`` kept boxes.
+    ``_generate_proposals`` on every image at once, to the last bit: each image's top anchors decoded together,
+    then one NMS whose "suppresses" matrix only links boxes of the same image (the same IoUs, the same greedy
+    decisions), and each image's first ``post_nms_top_n`` kept boxes.
     """
     xp = backend.get_array_module(objectness)
     N, A = objectness.shape
     k = min(int(pre_nms_top_n), A)
-    top = xp.argsort(-objectness, axis=1)[:, :k]                        # N x k, per image as the 1-D sort
-    boxes = _box_decode(xp.take_along_axis(deltas, top[:, :, None], axis=1).reshape(-1, 4),
-                        anchors[top.ravel()].astype(deltas.dtype, copy=False), RPN_BOX_WEIGHTS)
-    boxes = _clip_boxes_to_image(boxes, image_size).reshape(N, k, 4)
-    scores = sigmoid(xp.take_along_axis(objectness, top, axis=1))
-    big = ((boxes[..., 2] - boxes[..., 0]) >= min_size) & ((boxes[..., 3] - boxes[..., 1]) >= min_size)
-    # NMS's stable order by score among the boxes kept, the removed ones after them
-    order = xp.argsort(xp.where(big, -scores, xp.inf), axis=1, kind="stable")
-    boxes, big = xp.take_along_axis(boxes, order[:, :, None], axis=1), xp.take_along_axis(big, order, axis=1)
-    suppresses = xp.triu(_box_iou(boxes, boxes) > nms_thresh, k=1)     # N x k x k
-    keep = _greedy_keep(suppresses) & big
-    keep &= xp.cumsum(keep, axis=1) <= post_nms_top_n
-    ends = backend.to_host(xp.cumsum(keep.sum(axis=1)))[:-1].tolist()   # one round trip: where images end
-    return xp.split(boxes[keep], ends)
+    top = xp.argsort(-objectness, axis=1)[:, :k]                           # N x k, per image as the 1-D sort
+    image = xp.repeat(xp.arange(N), k)
+    boxes = _box_decode(deltas[image, top.ravel()], anchors[top.ravel()].astype(deltas.dtype, copy=False),
+                        RPN_BOX_WEIGHTS)
+    boxes = _clip_boxes_to_image(boxes, image_size)
+    scores = sigmoid(objectness[image, top.ravel()])
+    kept = _remove_small_boxes(boxes, min_size)                            # image by image, in order
+    boxes, scores, image = boxes[kept], scores[kept], image[kept]
+    order = xp.lexsort(xp.stack([-scores, image]))                         # by image, then stable by score
+    boxes, image = boxes[order], image[order]
+    same_image = image[:, None] == image[None, :]
+    suppresses = xp.triu((_box_iou(boxes, boxes) > nms_thresh) & same_image, k=1)
+    keep = xp.nonzero(_greedy_keep(suppresses))[0]
+    boxes, image = boxes[keep], image[keep]
+    counts = xp.bincount(image, minlength=N)
+    rank = xp.arange(len(image)) - (xp.cumsum(counts) - counts)[image]    # place among its image's kept boxes
+    boxes = boxes[rank < post_nms_top_n]
+    ends = backend.to_host(xp.cumsum(xp.minimum(counts, post_nms_top_n)))[:-1].tolist()   # one round trip
+    return xp.split(boxes, ends)
 
 
 # ---------------------------------------------------------------------------------------------------------
