@@ -25,7 +25,7 @@ from . import backend
 from .activations import sigmoid
 from ._validate import as_float_array, check_boxes, check_finite, check_ndim, check_same_length, number, pair
 from .boxes import (RPN_BOX_WEIGHTS, _box_decode, _box_encode, _box_iou, _check_positive_size, _clip_boxes_to_image,
-                    _greedy_keep, _nms, _remove_small_boxes)
+                    _nms, _remove_small_boxes)
 from .losses import _binary_cross_entropy_with_logits, _smooth_l1_loss
 # The matcher and the sampler are shared with the box head; they stay importable from here (lesson 03 does).
 from .matching import (BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, BOX_BETA, _check_rng, _check_sampler,
@@ -251,34 +251,9 @@ def generate_proposals_batch(anchors, objectness, deltas, image_sizes, pre_nms_t
 def _generate_proposals_batch(anchors, objectness, deltas, image_size, pre_nms_top_n, post_nms_top_n, nms_thresh,
                               min_size):
     """The proposal boxes of each image of a batch: a list of N arrays P_i x 4 (anchors A x 4 shared, objectness
-    N x A, deltas N x A x 4, one ``(height, width)`` for all images; no score threshold).
-
-    ``_generate_proposals`` on every image at once, to the last bit: each image's top anchors decoded together,
-    then one NMS whose "suppresses" matrix only links boxes of the same image (the same IoUs, the same greedy
-    decisions), and each image's first ``post_nms_top_n`` kept boxes.
-    """
-    xp = backend.get_array_module(objectness)
-    N, A = objectness.shape
-    k = min(int(pre_nms_top_n), A)
-    top = xp.argsort(-objectness, axis=1)[:, :k]                           # N x k, per image as the 1-D sort
-    image = xp.repeat(xp.arange(N), k)
-    boxes = _box_decode(deltas[image, top.ravel()], anchors[top.ravel()].astype(deltas.dtype, copy=False),
-                        RPN_BOX_WEIGHTS)
-    boxes = _clip_boxes_to_image(boxes, image_size)
-    scores = sigmoid(objectness[image, top.ravel()])
-    kept = _remove_small_boxes(boxes, min_size)                            # image by image, in order
-    boxes, scores, image = boxes[kept], scores[kept], image[kept]
-    order = xp.lexsort(xp.stack([-scores, image]))                         # by image, then stable by score
-    boxes, image = boxes[order], image[order]
-    same_image = image[:, None] == image[None, :]
-    suppresses = xp.triu((_box_iou(boxes, boxes) > nms_thresh) & same_image, k=1)
-    keep = xp.nonzero(_greedy_keep(suppresses))[0]
-    boxes, image = boxes[keep], image[keep]
-    counts = xp.bincount(image, minlength=N)
-    rank = xp.arange(len(image)) - (xp.cumsum(counts) - counts)[image]    # place among its image's kept boxes
-    boxes = boxes[rank < post_nms_top_n]
-    ends = backend.to_host(xp.cumsum(xp.minimum(counts, post_nms_top_n)))[:-1].tolist()   # one round trip
-    return xp.split(boxes, ends)
+    N x A, deltas N x A x 4, one ``(height, width)`` for all images; no score threshold)."""
+    return [_generate_proposals(anchors, objectness[i], deltas[i], image_size, pre_nms_top_n, post_nms_top_n,
+                                nms_thresh, min_size)[0] for i in range(objectness.shape[0])]
 
 
 # ---------------------------------------------------------------------------------------------------------
