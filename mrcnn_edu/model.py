@@ -33,7 +33,7 @@ from .losses import _sigmoid_mask_loss, _softmax_mask_loss
 from .matching import sample_mask_rois
 from .nn import Module
 from .postprocess import detection_masks, postprocess_detections, softmax_as_sigmoid_logits
-from .roi import _align_plan, _roi_align, _roi_align_backward, _roi_pool, _roi_pool_backward, rois_from_boxes
+from .roi import _roi_align, _roi_align_backward, _roi_pool, _roi_pool_backward, rois_from_boxes
 from .roi_heads import _box_head_targets, _fast_rcnn_loss, _mask_targets
 from .rpn import _generate_proposals_batch, _rpn_loss, _rpn_targets
 
@@ -99,14 +99,12 @@ class Features(NamedTuple):
 
 class PoolCache(NamedTuple):
     """What ``_pool_backward`` needs: the RoIs (R x 5), RoIPool's argmax (None for RoIAlign), the map's shape,
-    the output size, the map's stride, and RoIAlign's interpolation matrices (``roi.AlignPlan``, None for
-    RoIPool), built once for the forward and the backward."""
+    the output size and the map's stride."""
     rois: Any
     argmax: Any
     shape: tuple
     size: int
     stride: int
-    plan: Any = None
 
 
 class HeadGradients(NamedTuple):
@@ -199,16 +197,15 @@ class MaskRCNN(Module):
         rois = rois_from_boxes(boxes_per_image, fmap.dtype)
         if self.config.roi_op == "pool":
             feats, argmax = _roi_pool(fmap, rois, (size, size), 1 / stride, "caffe")
-            return feats, PoolCache(rois, argmax, fmap.shape, size, stride)
-        plan = _align_plan(rois, fmap.shape, (size, size), 1 / stride, self.config.sampling_ratio, True)
-        feats = _roi_align(fmap, rois, (size, size), 1 / stride, self.config.sampling_ratio, True, plan)
-        return feats, PoolCache(rois, None, fmap.shape, size, stride, plan)
+        else:
+            feats, argmax = _roi_align(fmap, rois, (size, size), 1 / stride, self.config.sampling_ratio, True), None
+        return feats, PoolCache(rois, argmax, fmap.shape, size, stride)
 
     def _pool_backward(self, dfeats, cache):
         if cache.argmax is not None:
             return _roi_pool_backward(dfeats, cache.argmax, cache.shape, cache.rois)
         return _roi_align_backward(dfeats, cache.rois, cache.shape, (cache.size, cache.size), 1 / cache.stride,
-                                   self.config.sampling_ratio, True, cache.plan)
+                                   self.config.sampling_ratio, True)
 
     # ---------------------------------------------------------------------------------------------------
     def loss_and_backward(self, images, targets, rng, proposals=None):

@@ -27,8 +27,6 @@ itself, so nothing is checked twice.
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple
-
 from . import backend
 from ._validate import as_float_array, check_finite, check_ndim, check_rois, number, pair
 
@@ -76,10 +74,9 @@ def roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=-1,
     return _roi_align(features, rois, output_size, spatial_scale, int(sampling_ratio), bool(aligned))
 
 
-def _roi_align(features, rois, output_size, spatial_scale, sampling_ratio, aligned, plan=None):
+def _roi_align(features, rois, output_size, spatial_scale, sampling_ratio, aligned):
     """The maths of ``roi_align``: features N x C x H x W float, rois R x 5 of its dtype (valid image indices
-    and boxes), output_size ``(oh, ow)``, spatial_scale a float > 0, sampling_ratio an int, aligned a bool;
-    ``plan``: their ``_align_plan``, when the caller keeps it for the backward (made here otherwise)."""
+    and boxes), output_size ``(oh, ow)``, spatial_scale a float > 0, sampling_ratio an int, aligned a bool."""
     xp = backend.get_array_module(features)
     N, C, H, W = features.shape
     R = rois.shape[0]
@@ -87,8 +84,10 @@ def _roi_align(features, rois, output_size, spatial_scale, sampling_ratio, align
     if R == 0 or C == 0 or H == 0 or W == 0:   # nothing to sample
         return xp.zeros((R, C, oh, ow), dtype=features.dtype)
 
-    plan = plan or _align_plan(rois, features.shape, output_size, spatial_scale, sampling_ratio, aligned)
-    Ay_t, Ax_t, batch, slot, S = plan
+    Ay, Ax = _align_matrices(rois, (H, W), output_size, spatial_scale, sampling_ratio, aligned, features.dtype)
+    batch = rois[:, 0].astype(xp.int64)
+    slot, S = _slots(batch, N, xp)
+    Ay_t, Ax_t = _padded(Ay, batch, slot, N, S, xp), _padded(Ax, batch, slot, N, S, xp)
     f_t = features.transpose(0, 3, 1, 2).reshape(N, W, C * H)   # columns of the map as GEMM rows
     out = xp.empty((N, S, ow, C, oh), dtype=features.dtype)
     for s0, s1 in _blocks(S, N * ow * C * H, xp):
@@ -121,11 +120,9 @@ def roi_align_backward(grad_output, rois, input_shape, output_size, spatial_scal
                                spatial_scale, int(sampling_ratio), bool(aligned))
 
 
-def _roi_align_backward(grad_output, rois, input_shape, output_size, spatial_scale, sampling_ratio, aligned,
-                        plan=None):
+def _roi_align_backward(grad_output, rois, input_shape, output_size, spatial_scale, sampling_ratio, aligned):
     """The maths of ``roi_align_backward``: grad_output R x C x oh x ow float, rois R x 5 of its dtype,
-    input_shape ``(N, C, H, W)`` ints; the rest as ``_roi_align``'s (the forward's ``plan`` spares rebuilding
-    the interpolation matrices)."""
+    input_shape ``(N, C, H, W)`` ints; the rest as ``_roi_align``'s."""
     xp = backend.get_array_module(grad_output)
     N, C, H, W = input_shape
     R = rois.shape[0]
@@ -134,8 +131,10 @@ def _roi_align_backward(grad_output, rois, input_shape, output_size, spatial_sca
     if R == 0 or C == 0 or H == 0 or W == 0:   # nothing was sampled
         return xp.zeros((N, C, H, W), dtype=dtype)
 
-    plan = plan or _align_plan(rois, input_shape, output_size, spatial_scale, sampling_ratio, aligned)
-    Ay_t, Ax_t, batch, slot, S = plan
+    Ay, Ax = _align_matrices(rois, (H, W), output_size, spatial_scale, sampling_ratio, aligned, dtype)
+    batch = rois[:, 0].astype(xp.int64)
+    slot, S = _slots(batch, N, xp)
+    Ay_t, Ax_t = _padded(Ay, batch, slot, N, S, xp), _padded(Ax, batch, slot, N, S, xp)
     g_t = _padded(grad_output.transpose(0, 3, 1, 2), batch, slot, N, S, xp)   # N x S x ow x C x oh
     df_t = xp.zeros((N, W, C * H), dtype=dtype)
     for s0, s1 in _blocks(S, N * ow * C * H, xp):
@@ -146,27 +145,6 @@ def _roi_align_backward(grad_output, rois, input_shape, output_size, spatial_sca
         ax = Ax_t[:, s0:s1].reshape(N, k * ow, W).transpose(0, 2, 1)
         df_t += xp.matmul(ax, u.reshape(N, k * ow, C * H))
     return xp.ascontiguousarray(df_t.reshape(N, W, C, H).transpose(0, 2, 3, 1))
-
-
-class AlignPlan(NamedTuple):
-    """What RoIAlign's forward and backward both need from the RoIs alone: the interpolation matrices in the
-    ``N x S`` table of each image's RoIs (``Ay_t`` N x S x oh x H, ``Ax_t`` N x S x ow x W), each RoI's image
-    ``batch`` and column ``slot`` (R), and S."""
-    Ay_t: Any
-    Ax_t: Any
-    batch: Any
-    slot: Any
-    S: int
-
-
-def _align_plan(rois, input_shape, output_size, spatial_scale, sampling_ratio, aligned):
-    """The ``AlignPlan`` of rois R x 5 (float, the features' dtype) on features of ``input_shape`` N x C x H x W."""
-    xp = backend.get_array_module(rois)
-    N, _, H, W = input_shape
-    Ay, Ax = _align_matrices(rois, (H, W), output_size, spatial_scale, sampling_ratio, aligned, rois.dtype)
-    batch = rois[:, 0].astype(xp.int64)
-    slot, S = _slots(batch, N, xp)
-    return AlignPlan(_padded(Ay, batch, slot, N, S, xp), _padded(Ax, batch, slot, N, S, xp), batch, slot, S)
 
 
 def _align_matrices(rois, feature_hw, output_size, spatial_scale, sampling_ratio, aligned, dtype):
