@@ -291,17 +291,20 @@ class MaskRCNN(Module):
         chosen = [sample_mask_rois(s.labels > 0, cfg.mask_rois_per_image, rng) for s in sampled]
         mask_boxes = [s.rois[c] for s, c in zip(sampled, chosen)]
         l_mask, dmask, mask_cache = 0.0, None, None
-        if sum(int(c.sum()) for c in chosen):
+        chosen_all = xp.concatenate(chosen)
+        if bool(chosen_all.any()):                            # one read back for the batch, not one an image
             size = (self.mask_size, self.mask_size)
             mask_t = self._mask_targets(targets, [s.matched_gt_index[c] for s, c in zip(sampled, chosen)],
                                         mask_boxes, size)
             mask_feats, mask_cache = self._pool(maps.mask, self.mask_stride, mask_boxes, cfg.mask_pool)
             mask_logits = self.mask_head.forward(mask_feats)
             mask_loss = _softmax_mask_loss if cfg.mask_loss == "softmax" else _sigmoid_mask_loss
-            l_mask, dmask = mask_loss(mask_logits, roi_labels[xp.concatenate(chosen)],
+            l_mask, dmask = mask_loss(mask_logits, roi_labels[chosen_all],
                                       mask_t.astype(mask_logits.dtype, copy=False))
-        losses = dict(loss_classifier=float(l_cls), loss_box_reg=float(l_box), loss_mask=float(l_mask),
-                      loss_objectness=float(l_obj), loss_rpn_box_reg=float(l_rpn_box))
+        # the five losses come back to the host together: one wait for the device instead of five
+        parts = backend.to_host(xp.stack([xp.asarray(v) for v in (l_cls, l_box, l_mask, l_obj, l_rpn_box)]))
+        losses = dict(zip(("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"),
+                          (float(v) for v in parts)))
         losses["loss"] = sum(losses.values())
         return losses, HeadGradients(dobj, ddeltas, dlogits, dbox, box_cache, dmask, mask_cache, maps.mask.shape)
 
