@@ -53,7 +53,7 @@ from .heads import paste_masks
 from .inputs import Target, check_images, check_targets
 from .matching import _match_by_iou
 from .model import MaskRCNN
-from .postprocess import detection_masks, postprocess_detections, softmax_as_sigmoid_logits
+from .postprocess import detection_masks, postprocess_detections
 from .roi_heads import _mask_targets
 
 __all__ = ["STAGES", "ROWS", "oracle_predict", "diagnose", "format_rows"]
@@ -191,7 +191,7 @@ def _rows_of_batch(model, images, targets, rows):
             if key not in boxes_of:
                 head = heads["proposals" in replaced]
                 detections = [_detections(model, head, i, t, replaced) for i, t in enumerate(targets)]
-                boxes_of[key] = detections, _mask_logits(model, maps.mask, detections)
+                boxes_of[key] = detections, model._mask_logits(maps.mask, [d["boxes"] for d in detections])
             detections, mask_logits = boxes_of[key]
             out[name] = _with_masks(model, detections, mask_logits, targets, "mask" in replaced)
     finally:
@@ -252,16 +252,6 @@ def _true_box_deltas(box_deltas, proposals, gt_boxes, matched):
         else xp.zeros_like(proposals)
     true = xp.tile(true.astype(box_deltas.dtype), (1, box_deltas.shape[1] // 4))
     return xp.where((matched >= 0)[:, None], true, box_deltas)
-
-
-def _mask_logits(model, mask_map, detections):
-    """The mask head on every detection box of the batch -> D x K x m x m logits, read as sigmoid ones."""
-    cfg, xp = model.config, backend.xp
-    feats, _ = model._pool(mask_map, model.mask_stride, [d["boxes"] for d in detections], cfg.mask_pool)
-    if not feats.shape[0]:
-        return xp.zeros((0, cfg.num_classes, model.mask_size, model.mask_size), dtype=mask_map.dtype)
-    logits = model.mask_head.forward(feats)
-    return softmax_as_sigmoid_logits(logits) if cfg.mask_loss == "softmax" else logits
 
 
 def _with_masks(model, detections, mask_logits, targets, true_masks):

@@ -39,7 +39,7 @@ from .boxes import (BBOX_XFORM_CLIP, BOX_HEAD_WEIGHTS, RPN_BOX_WEIGHTS, _batched
 from .heads import paste_masks
 from .inputs import check_images
 from .nn import ReLU
-from .postprocess import detection_masks, postprocess_detections, softmax_as_sigmoid_logits
+from .postprocess import detection_masks, postprocess_detections
 from .rpn import _label_anchors
 from .weights import layer_of, norms_over_training
 
@@ -180,7 +180,7 @@ def _trace(model, image, gt):
         detections = postprocess_detections(class_logits, box_deltas, proposals.boxes, size, cfg.score_threshold,
                                             cfg.detection_nms, cfg.detections_per_image, BOX_HEAD_WEIGHTS)
         box_head = _box_head_stage(class_logits, box_deltas, proposals.boxes, cfg, size)
-        mask_logits = _mask_logits(model, maps.mask, detections["boxes"])
+        mask_logits = model._mask_logits(maps.mask, [detections["boxes"]])
     finally:
         model.train(was_training)
     detections["masks"] = detection_masks(mask_logits, detections["labels"], detections["boxes"], size)
@@ -228,17 +228,6 @@ def _box_head_stage(class_logits, box_deltas, proposals, cfg, size):
     after_nms = candidates[_batched_nms(boxes[candidates], scores[candidates], labels[candidates],
                                         float(cfg.detection_nms))]
     return BoxHeadStage(probs, boxes.reshape(P, K - 1, 4), candidates, after_nms)
-
-
-def _mask_logits(model, mask_map, boxes):
-    """D x K x m x m mask logits of the detections' boxes, read out as sigmoid logits (as ``_predict``)."""
-    cfg = model.config
-    feats, _ = model._pool(mask_map, model.mask_stride, [boxes], cfg.mask_pool)
-    if feats.shape[0] == 0:
-        xp = backend.get_array_module(mask_map)
-        return xp.zeros((0, cfg.num_classes, model.mask_size, model.mask_size), dtype=mask_map.dtype)
-    logits = model.mask_head.forward(feats)
-    return softmax_as_sigmoid_logits(logits) if cfg.mask_loss == "softmax" else logits
 
 
 def _mask_head_stage(mask_logits, detections, size):

@@ -338,9 +338,18 @@ class MaskRCNN(Module):
         images = check_images(images)
         return self._predict(images)
 
+    def _mask_logits(self, mask_map, boxes_per_image):
+        """The mask head on each image's detection boxes -> D x K x m x m logits (D = all boxes, image 0's
+        first), read out as sigmoid logits whichever mask loss trained the model (``softmax_as_sigmoid_logits``)."""
+        cfg = self.config
+        feats, _ = self._pool(mask_map, self.mask_stride, boxes_per_image, cfg.mask_pool)
+        if not feats.shape[0]:
+            return backend.xp.zeros((0, cfg.num_classes, self.mask_size, self.mask_size), dtype=mask_map.dtype)
+        logits = self.mask_head.forward(feats)
+        return softmax_as_sigmoid_logits(logits) if cfg.mask_loss == "softmax" else logits
+
     def _predict(self, images):
         cfg = self.config
-        xp = backend.xp
         size = (cfg.image_size, cfg.image_size)
         was_training = self.training
         self.train(False)
@@ -355,11 +364,7 @@ class MaskRCNN(Module):
                                                  proposals[i], size, cfg.score_threshold, cfg.detection_nms,
                                                  cfg.detections_per_image, BOX_HEAD_WEIGHTS)
                           for i in range(len(images))]
-            mask_feats, _ = self._pool(maps.mask, self.mask_stride, [d["boxes"] for d in detections], cfg.mask_pool)
-            mask_logits = (self.mask_head.forward(mask_feats) if mask_feats.shape[0] else
-                           xp.zeros((0, cfg.num_classes, self.mask_size, self.mask_size), dtype=maps.box.dtype))
-            if cfg.mask_loss == "softmax":
-                mask_logits = softmax_as_sigmoid_logits(mask_logits)
+            mask_logits = self._mask_logits(maps.mask, [d["boxes"] for d in detections])
         finally:
             self.train(was_training)
         start = 0
