@@ -34,12 +34,12 @@ from typing import Any, NamedTuple
 from . import backend
 from ._validate import check_boxes
 from .activations import sigmoid, softmax
-from .boxes import (BBOX_XFORM_CLIP, BOX_HEAD_WEIGHTS, RPN_BOX_WEIGHTS, _batched_nms, _box_decode, _box_iou,
-                    _clip_boxes_to_image, _nms, _remove_small_boxes)
+from .boxes import (BOX_HEAD_WEIGHTS, RPN_BOX_WEIGHTS, _box_decode, _box_iou, _clip_boxes_to_image, _nms,
+                    _remove_small_boxes)
 from .heads import paste_masks
 from .inputs import check_images
 from .nn import ReLU
-from .postprocess import detection_masks, postprocess_detections
+from .postprocess import _class_boxes, _select, detection_masks
 from .rpn import _label_anchors
 from .weights import layer_of, norms_over_training
 
@@ -49,7 +49,6 @@ __all__ = ["GroundTruth", "RPNStage", "ProposalStage", "BoxHeadStage", "MaskHead
 
 RECALL_IOUS = (0.5, 0.7)
 RPN_MIN_SIZE = 1e-3        # MaskRCNN._proposals drops proposals with a side under this (pixels)
-CANDIDATE_MIN_SIZE = 1e-2  # postprocess_detections drops candidates with a side under this
 
 
 class GroundTruth(NamedTuple):
@@ -177,9 +176,7 @@ def _trace(model, image, gt):
         proposals = _proposal_stage(rpn, cfg, size, gt)
         box_feats, _ = model._pool(maps.box, model.box_stride, [proposals.boxes], cfg.box_pool)
         class_logits, box_deltas = model.box_head.forward(box_feats)
-        detections = postprocess_detections(class_logits, box_deltas, proposals.boxes, size, cfg.score_threshold,
-                                            cfg.detection_nms, cfg.detections_per_image, BOX_HEAD_WEIGHTS)
-        box_head = _box_head_stage(class_logits, box_deltas, proposals.boxes, cfg, size)
+        box_head, detections = _box_head_stage(class_logits, box_deltas, proposals.boxes, cfg, size)
         mask_logits = model._mask_logits(maps.mask, [detections["boxes"]])
     finally:
         model.train(was_training)
@@ -215,19 +212,15 @@ def _proposal_stage(rpn, cfg, size, gt):
 
 
 def _box_head_stage(class_logits, box_deltas, proposals, cfg, size):
-    """The steps of ``postprocess_detections`` one by one, keeping every candidate (its maths, spelled out)."""
-    xp = backend.get_array_module(class_logits)
+    """``postprocess_detections`` in its two steps (``_class_boxes``, ``_select``), keeping every candidate;
+    returns the ``BoxHeadStage`` and the detections (``boxes``, ``scores``, ``labels``)."""
     P, K = class_logits.shape
-    probs = softmax(class_logits, axis=1)
-    boxes = _box_decode(box_deltas, proposals, BOX_HEAD_WEIGHTS, BBOX_XFORM_CLIP).reshape(P, K, 4)[:, 1:]
-    boxes = _clip_boxes_to_image(boxes.reshape(-1, 4), size)
-    scores = probs[:, 1:].reshape(-1)
-    labels = xp.tile(xp.arange(1, K, dtype=xp.int64), P)
-    candidates = xp.nonzero(scores > cfg.score_threshold)[0]
-    candidates = candidates[_remove_small_boxes(boxes[candidates], CANDIDATE_MIN_SIZE)]
-    after_nms = candidates[_batched_nms(boxes[candidates], scores[candidates], labels[candidates],
-                                        float(cfg.detection_nms))]
-    return BoxHeadStage(probs, boxes.reshape(P, K - 1, 4), candidates, after_nms)
+    boxes, scores, labels = _class_boxes(class_logits, box_deltas, proposals, size, BOX_HEAD_WEIGHTS)
+    candidates, after_nms = _select(boxes, scores, labels, cfg.score_threshold, cfg.detection_nms)
+    keep = after_nms[:cfg.detections_per_image]
+    detections = dict(boxes=boxes[keep], scores=scores[keep], labels=labels[keep])
+    stage = BoxHeadStage(softmax(class_logits, axis=1), boxes.reshape(P, K - 1, 4), candidates, after_nms)
+    return stage, detections
 
 
 def _mask_head_stage(mask_logits, detections, size):

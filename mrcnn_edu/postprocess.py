@@ -34,19 +34,34 @@ def postprocess_detections(class_logits, box_deltas, proposals, image_size, scor
     candidates scoring ``<= score_threshold`` or with a side under 0.01 px are dropped, NMS runs per class
     at ``nms_threshold``, and the best ``detections_per_image`` remain.
     """
+    boxes, scores, labels = _class_boxes(class_logits, box_deltas, proposals, image_size, weights)
+    _, kept = _select(boxes, scores, labels, score_threshold, nms_threshold)
+    keep = kept[:detections_per_image]
+    return dict(boxes=boxes[keep], scores=scores[keep], labels=labels[keep])
+
+
+def _class_boxes(class_logits, box_deltas, proposals, image_size, weights=BOX_HEAD_WEIGHTS):
+    """Every proposal's K - 1 candidates, one per object class: boxes (P (K-1)) x 4, decoded with the class's
+    deltas and clipped to ``image_size``; scores P (K-1), the class's softmax probability; labels P (K-1).
+    Candidate ``r (K-1) + k - 1`` is proposal ``r`` as class ``k``."""
     xp = backend.get_array_module(class_logits)
     P, K = class_logits.shape
-    scores = softmax(class_logits, axis=1)
     weights = tuple(float(w) for w in weights)
     boxes = _box_decode(box_deltas, proposals, weights, BBOX_XFORM_CLIP).reshape(-1, K, 4)[:, 1:].reshape(-1, 4)
     boxes = _clip_boxes_to_image(boxes, tuple(int(s) for s in image_size))
+    scores = softmax(class_logits, axis=1)[:, 1:].reshape(-1)
     labels = xp.tile(xp.arange(1, K, dtype=xp.int64), P)
-    scores = scores[:, 1:].reshape(-1)
-    keep = xp.nonzero(scores > score_threshold)[0]
-    keep = keep[_remove_small_boxes(boxes[keep], 1e-2)]
-    boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-    keep = _batched_nms(boxes, scores, labels, float(nms_threshold))[:detections_per_image]
-    return dict(boxes=boxes[keep], scores=scores[keep], labels=labels[keep])
+    return boxes, scores, labels
+
+
+def _select(boxes, scores, labels, score_threshold, nms_threshold):
+    """``(candidates, kept)``: the indices of the candidates scoring above ``score_threshold`` with both sides
+    at least 0.01 px, and of those that per-class NMS keeps, by decreasing score."""
+    xp = backend.get_array_module(scores)
+    candidates = xp.nonzero(scores > score_threshold)[0]
+    candidates = candidates[_remove_small_boxes(boxes[candidates], 1e-2)]
+    kept = candidates[_batched_nms(boxes[candidates], scores[candidates], labels[candidates], float(nms_threshold))]
+    return candidates, kept
 
 
 def detection_masks(mask_logits, labels, boxes, image_size, threshold=0.5):
