@@ -36,8 +36,8 @@ import matplotlib.pyplot as plt
 
 from . import backend
 from .activations import softmax
-from .boxes import BBOX_XFORM_CLIP, BOX_HEAD_WEIGHTS, _box_decode, _clip_boxes_to_image
 from .inputs import check_images
+from .postprocess import _class_boxes
 from .visualize import draw_boxes, label_box
 
 __all__ = ["explain_detection", "explanation_figure"]
@@ -65,10 +65,10 @@ def explain_detection(model, image, k):
     images = _check_image(image)
     with _scratch_state(model, training=False):
         found = model._predict(images)[0]
-        proposals, box_deltas = _box_head_outputs(model, images)
+        proposals, class_logits, box_deltas = _box_head_outputs(model, images)
     k = _check_index(k, len(found["boxes"]))
     box, label = found["boxes"][k], int(found["labels"][k])
-    row = _source_row(box_deltas, proposals, box, label, model.config.image_size)
+    row = _source_row(class_logits, box_deltas, proposals, box, label, model.config.image_size)
     pixels = backend.xp.asarray(images[0]).astype(model.dtype)
     with _scratch_state(model, training=True):
         score, score_grad = _score_and_gradient(model, pixels, proposals[row], label)
@@ -120,23 +120,24 @@ def _scratch_state(model, training):
 # -------------------------------------------------------------------------------------------------------
 
 def _box_head_outputs(model, images):
-    """The first half of ``MaskRCNN._predict`` for one image: its proposals P x 4 and box deltas P x 4K."""
+    """The first half of ``MaskRCNN._predict`` for one image: its proposals P x 4, class logits P x K and box
+    deltas P x 4K."""
     cfg = model.config
     maps = model._features(model.normalize(images))
     objectness, deltas = model.rpn.forward(maps.rpn)
     proposals = model._proposals(model.anchors(), objectness, deltas, cfg.rpn_post_nms_test)
     box_feats, _ = model._pool(maps.box, model.box_stride, proposals, cfg.box_pool)
-    _, box_deltas = model.box_head.forward(box_feats)
-    return proposals[0], box_deltas
+    class_logits, box_deltas = model.box_head.forward(box_feats)
+    return proposals[0], class_logits, box_deltas
 
 
-def _source_row(box_deltas, proposals, box, label, image_size):
-    """The proposal whose class-``label`` box, decoded and clipped as ``postprocess_detections`` does, is
-    ``box`` (4). Raises ``RuntimeError`` if none is (postprocess and this search no longer agree)."""
+def _source_row(class_logits, box_deltas, proposals, box, label, image_size):
+    """The proposal whose class-``label`` candidate box (``postprocess._class_boxes``, the boxes
+    ``postprocess_detections`` chooses from) is ``box`` (4). Raises ``RuntimeError`` if none is."""
     xp = backend.get_array_module(box_deltas)
-    decoded = _box_decode(box_deltas[:, 4 * label:4 * label + 4], proposals, BOX_HEAD_WEIGHTS, BBOX_XFORM_CLIP)
-    decoded = _clip_boxes_to_image(decoded, (image_size, image_size))
-    distance = abs(decoded - box).max(axis=1)
+    P, K = class_logits.shape
+    boxes, _, _ = _class_boxes(class_logits, box_deltas, proposals, (image_size, image_size))
+    distance = abs(boxes.reshape(P, K - 1, 4)[:, label - 1] - box).max(axis=1)
     row = int(xp.argmin(distance))
     if not float(distance[row]) < SAME_BOX_PX:
         raise RuntimeError(f"no proposal decodes to the detection's box (nearest off by {float(distance[row]):g} "
