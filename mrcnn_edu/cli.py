@@ -670,7 +670,8 @@ def _inspect_weights(args, header, out):
               f"{files['norms'].name}")
     else:
         where = f"{log} holds no weight norms" if log.exists() else f"there is no {log}"
-        print(f"norms: {where} (a run from before training logged them); histograms only")
+        print(f"norms: {where} (training logs them every --norms-every steps and at the end; this run was "
+              "trained with them off, or before they were logged); histograms only")
     return len(files)
 
 

@@ -450,7 +450,9 @@ def train(out_dir, model_config=None, train_config=None, resume=False, data=None
                 raise diverged(f"the loss is {losses['loss']} ({losses})")
             grads = model.gradients()
             # this step's per-layer gradient norms, taken before clipping scales every layer alike
-            grad_norms = layer_norms(grads) if _due(step + 1, tcfg.norms_every) else None
+            # (and at the last step, so that a run shorter than norms_every has its norms too)
+            last = step + 1 == tcfg.steps and tcfg.norms_every > 0
+            grad_norms = layer_norms(grads) if _due(step + 1, tcfg.norms_every) or last else None
             try:
                 grad_norm = clip_grad_norm(grads, tcfg.clip_grad_norm)
             except FloatingPointError:

@@ -222,3 +222,14 @@ def test_the_log_flags_set_the_run_and_may_change_on_resume(tmp_path, capsys):
     records = records_of(run)
     assert sorted(by_step(records, "norms")) == [2, 3]
     assert sorted(by_step(records, "val_losses")) == [1, 2]   # step 2 was the first run's end; off after
+
+
+def test_a_run_shorter_than_norms_every_logs_its_norms_at_the_end(tmp_path):
+    train(tmp_path / "run", SMALL, TrainConfig(**dict(LOGGED, steps=4, norms_every=100, checkpoint_every=1000)),
+          progress=False)
+    norms = by_step(records_of(tmp_path / "run"), "norms")
+    assert list(norms) == [4]
+    weights = {layer: v["weight"] for layer, v in norms[4].items()}
+    by_hand = norms_by_hand(load_checkpoint(tmp_path / "run" / "model.npz")["params"])
+    assert weights.keys() == by_hand.keys()
+    assert all(math.isclose(weights[k], by_hand[k], rel_tol=1e-5) for k in by_hand)
