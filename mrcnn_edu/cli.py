@@ -124,7 +124,8 @@ def _data_spec(args):
 
 
 def _new_run(args):
-    """Model and training settings of a new run: the defaults, the command line's flags over them."""
+    """Model and training settings of a new run: the defaults, the command line's flags over them; shapes at
+    an ``--image-size`` above 128 also get the anchors and per-image counts that match (``shapes_model_settings``)."""
     from .model import ModelConfig
     from .train import TrainConfig
 
@@ -135,6 +136,21 @@ def _new_run(args):
         setattr(tcfg if kind == "train" else mcfg, field, value)
     if mcfg.backbone_stride == 32:
         mcfg.fpn = False
+    if not own_data and args.image_size:
+        # larger shapes images hold more and larger shapes: anchors and per-image counts follow them
+        from .data.shapes import MIN_SIZE, layout_rules, shapes_model_settings
+        if mcfg.image_size < MIN_SIZE:
+            raise UsageError(f"--image-size: shapes images are at least {MIN_SIZE} px, got {mcfg.image_size}")
+        given = {field for kind, field in _given(args) if kind == "model"}
+        scaled = {f: v for f, v in shapes_model_settings(mcfg.image_size).items()
+                  if f not in given and getattr(mcfg, f) != v}
+        for field, value in scaled.items():
+            setattr(mcfg, field, value)
+        if scaled:
+            rules = layout_rules(mcfg.image_size)
+            print(f"shapes at {mcfg.image_size} px (1 to {rules.max_objects} objects, half-size {rules.half_size[0]} "
+                  f"to {rules.half_size[1]} px): the 128-px model settings scaled to "
+                  + ", ".join(f"{field}={value}" for field, value in scaled.items()))
     if own_data and args.image_size and not args.anchor_sizes:
         # objects of own data grow with the image they are resized to; the shapes' do not
         mcfg.anchor_sizes = tuple(round(s * mcfg.image_size / 128, 1) for s in mcfg.anchor_sizes)

@@ -1,7 +1,7 @@
 """The toy shapes data set of lecture stage 8 ("training on shapes"), after matterport's ``samples/shapes``.
 
-A sample is a ``size x size`` RGB image (128 by default) on one random solid background colour with 1 to 4
-objects, each a square (class 1), a circle (class 2) or a triangle with its apex up (class 3) in its own
+A sample is a ``size x size`` RGB image (128 by default) on one random solid background colour with (at 128
+px) 1 to 4 objects, each a square (class 1), a circle (class 2) or a triangle with its apex up (class 3) in its own
 random colour. Every object has an integer centre at least ``MARGIN`` = 20 px from the image borders and a
 half-size ``s`` of 20 to 32 px: its nominal box is ``(cx - s, cy - s, cx + s, cy + s)`` in continuous pixel
 coordinates (pixel ``(x, y)`` covers ``[x, x + 1) x [y, y + 1)``), and it may reach past the image border,
@@ -9,6 +9,15 @@ where it is cut off. A new object whose nominal box overlaps an earlier one with
 most ``MAX_TRIES`` times, then left out). Later objects are painted over earlier ones: an instance mask holds
 the pixels where its object is *visible*, so the masks never overlap, and an object hidden completely is
 dropped. Boxes come from the masks (``boxes_from_masks``).
+
+Larger images hold more and larger shapes (``layout_rules``). With ``r = size / 128`` the margin and the
+half-sizes grow by ``sqrt(r)`` (rounded to whole pixels) and the most objects by ``r`` (rounded down), so
+an object's area and the number of objects both grow by ``r`` and the share of the image the shapes cover
+stays about the same: 256 px gives 1 to 8 objects of half-size 28 to 45 px (margin 28), 512 px 1 to 16 of
+40 to 64 px (margin 40). ``r`` is continuous, so any size in between gets rules in between (192 px: 1 to 6
+objects of 24 to 39 px). Images of 128 px or less keep the 128-px rules (``r`` is taken as 1): the 128-px
+samples are exactly those of the lecture, and small images (the quick tests' 64 px) keep the shapes they
+always had. ``shapes_model_settings`` gives the model settings that match a size.
 
 The shapes are drawn by scikit-image (``skimage.draw.polygon`` and ``skimage.draw.disk``), whose pixel
 indices name pixel centres: continuous ``x`` is index ``x - 0.5``. Every vertex sits on a pixel edge, so no
@@ -21,6 +30,7 @@ never shares a random stream with training, whatever the two seeds are.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import NamedTuple
 
@@ -32,19 +42,76 @@ from ..boxes import box_iou
 from .images import boxes_from_masks, collate  # noqa: F401  (re-exported: the shapes' boxes come from masks)
 
 __all__ = ["CLASS_NAMES", "MARGIN", "HALF_SIZE", "MAX_OBJECTS", "MAX_TRIES", "MAX_IOU", "MIN_CONTRAST",
-           "Layout", "random_layout", "shape_boxes", "render", "make_sample", "boxes_from_masks", "collate",
-           "ShapesDataset", "validation_set", "export_shapes"]
+           "BASE_SIZE", "LayoutRules", "layout_rules", "shapes_model_settings", "Layout", "random_layout",
+           "shape_boxes", "render", "make_sample", "boxes_from_masks", "collate", "ShapesDataset", "validation_set",
+           "export_shapes"]
 
 CLASS_NAMES = ("background", "square", "circle", "triangle")
+# the layout rules of 128-px images (larger images scale them: ``layout_rules``)
 MARGIN = 20              # an object's centre is at least this far from every border, in pixels
 HALF_SIZE = (20, 32)     # the half-size s of an object, inclusive range
 MAX_OBJECTS = 4          # 1 to 4 objects a sample
+BASE_SIZE = 128          # the image size the rules above are for
 MAX_TRIES = 20           # redraws of an object that overlaps an earlier one before it is left out
 MAX_IOU = 0.3            # the largest nominal-box IoU allowed between two objects
 MIN_CONTRAST = 64        # an object's colour differs from the background and earlier objects by this much
                          # in at least one channel (0..255), so every object is visible
-MIN_SIZE = 2 * MARGIN + 24
+MIN_SIZE = 2 * MARGIN + 24   # the smallest image (below 128 px the 128-px rules hold, margins included)
 SPLITS = {"train": 0, "validation": 1}   # the first entry of each split's seed sequence
+
+
+class LayoutRules(NamedTuple):
+    """Where and how large the objects of one image size are (``layout_rules``)."""
+    margin: int          # an object's centre is at least this far from every border, in pixels
+    half_size: tuple     # (low, high): the inclusive range of an object's half-size s, in pixels
+    max_objects: int     # 1 to max_objects objects a sample
+
+
+def _scale(size):
+    """``r = size / 128``, or 1 for images of 128 px or less (they keep the 128-px rules)."""
+    return max(1.0, size / BASE_SIZE)
+
+
+def layout_rules(size=128):
+    """The layout rules of ``size x size`` images: the 128-px ones (``MARGIN``, ``HALF_SIZE``,
+    ``MAX_OBJECTS``) scaled by ``r = size / 128`` (1 for 128 px or less): margin and half-sizes by ``sqrt(r)``,
+    rounded to whole pixels, the most objects by ``r``, rounded down. 256 px: ``LayoutRules(28, (28, 45), 8)``;
+    512 px: ``LayoutRules(40, (40, 64), 16)``.
+
+    size : image height and width in pixels (at least ``MIN_SIZE``)
+    """
+    size = _check_int(size, "size", MIN_SIZE)
+    r = _scale(size)
+    k = math.sqrt(r)
+    return LayoutRules(round(MARGIN * k), (round(HALF_SIZE[0] * k), round(HALF_SIZE[1] * k)),
+                       max(MAX_OBJECTS, MAX_OBJECTS * size // BASE_SIZE))
+
+
+def shapes_model_settings(size=128):
+    """The ``ModelConfig`` fields that suit shapes images of ``size`` px: a dict of ``image_size``,
+    ``anchor_sizes`` and the per-image counts; at 128 px (and less) exactly the ``ModelConfig`` defaults.
+
+    With ``r = size / 128`` (1 for 128 px or less, as in ``layout_rules``):
+
+    - ``anchor_sizes``: (40, 56, 72) times ``sqrt(r)``, rounded to 0.1 px, as the objects' sides grow by
+      ``sqrt(r)`` (256 px: 56.6, 79.2, 101.8; 512 px: 80, 112, 144).
+    - times ``r``, rounded, as the number of objects grows by ``r``: ``rpn_batch`` (256 anchors an image, half
+      of them at most positive; more objects have more positive anchors), ``rpn_post_nms_train`` and
+      ``rpn_post_nms_test`` (64 and 32 proposals, 16 and 8 an object at 128 px), ``roi_batch`` (64 RoIs, a
+      quarter of them at most positive, for the box head), ``mask_rois_per_image`` (8, two an object) and
+      ``detections_per_image`` (20, five an object). Each keeps its share per object, so a 512-px image of 16
+      objects trains and is searched as thoroughly as a 128-px one of 4; the heads' work grows by ``r``.
+    - ``rpn_pre_nms`` (1000) stays: it is more than the 192 and 768 anchors (3 a cell) of 128 and 256 px, and at
+      512 px the best 1000 of 3072 anchors are still 60 an object before NMS.
+
+    size : image height and width in pixels (at least ``MIN_SIZE``)
+    """
+    size = _check_int(size, "size", MIN_SIZE)
+    r, k = _scale(size), math.sqrt(_scale(size))
+    counts = dict(rpn_batch=256, rpn_post_nms_train=64, rpn_post_nms_test=32, roi_batch=64, mask_rois_per_image=8,
+                  detections_per_image=20)
+    return dict(image_size=size, anchor_sizes=tuple(round(s * k, 1) for s in (40.0, 56.0, 72.0)),
+                **{name: int(round(n * r)) for name, n in counts.items()})
 
 
 class Layout(NamedTuple):
@@ -108,19 +175,21 @@ def random_layout(rng, size=128):
 
     rng  : ``numpy.random.Generator``
     size : image height and width in pixels (at least ``MIN_SIZE``)
-    returns a ``Layout`` of 1 to ``MAX_OBJECTS`` objects whose nominal boxes overlap pairwise with IoU <=
-    ``MAX_IOU``.
+    returns a ``Layout`` of 1 to ``max_objects`` objects whose nominal boxes overlap pairwise with IoU <=
+    ``MAX_IOU``, centres at least ``margin`` from the borders and half-sizes in ``half_size``
+    (``layout_rules(size)``: 4 objects, 20 px, 20 to 32 px up to 128 px; more and larger above).
 
-    Every candidate (``MAX_OBJECTS x MAX_TRIES`` of them) is drawn up front, so a sample always takes the
-    same amount of randomness; the acceptance loop runs over at most 4 objects.
+    Every candidate (``max_objects x MAX_TRIES`` of them) is drawn up front, so a sample of one size always
+    takes the same amount of randomness; the acceptance loop runs over at most ``max_objects`` objects.
     """
     _check_rng(rng)
     size = _check_int(size, "size", MIN_SIZE)
-    count = int(rng.integers(1, MAX_OBJECTS + 1))
-    shape = (MAX_OBJECTS, MAX_TRIES)
+    margin, (low, high), max_objects = layout_rules(size)
+    count = int(rng.integers(1, max_objects + 1))
+    shape = (max_objects, MAX_TRIES)
     classes = rng.integers(1, len(CLASS_NAMES), size=shape)
-    centres = rng.integers(MARGIN, size - MARGIN + 1, size=shape + (2,))
-    halves = rng.integers(HALF_SIZE[0], HALF_SIZE[1] + 1, size=shape)
+    centres = rng.integers(margin, size - margin + 1, size=shape + (2,))
+    halves = rng.integers(low, high + 1, size=shape)
     colours = rng.integers(0, 256, size=shape + (3,), dtype=np.uint8)
     background = rng.integers(0, 256, size=3, dtype=np.uint8)
 
@@ -183,7 +252,8 @@ def make_sample(rng, size=128):
     rng  : ``numpy.random.Generator``
     size : image height and width (default 128)
     returns ``(image, masks, class_ids)``: ``size x size x 3`` uint8; ``G x size x size`` bool, each the
-    visible pixels of one object (disjoint, non-empty); ``G`` int64 classes in ``1..3``, ``1 <= G <= 4``.
+    visible pixels of one object (disjoint, non-empty); ``G`` int64 classes in ``1..3``, ``1 <= G <=
+    layout_rules(size).max_objects`` (4 up to 128 px, 8 at 256, 16 at 512).
     """
     return render(random_layout(rng, size), size)
 
