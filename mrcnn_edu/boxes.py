@@ -48,22 +48,23 @@ def box_area(boxes):
 
 
 def _box_area(boxes):
-    """The maths of ``box_area``: boxes N x 4 float."""
-    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    """The maths of ``box_area``: boxes N x 4 float (or B x N x 4, a batch of images' boxes: B x N)."""
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
 
 
 def _inter_union(boxes1, boxes2):
-    """Pairwise intersection and union areas, N x M each.
+    """Pairwise intersection and union areas, N x M each (B x N x M for a batch: boxes1 B x N x 4, boxes2
+    B x M x 4 or M x 4 shared by every image).
 
     The arithmetic is torchvision's, in this order, so results agree to the last bit:
     ``inter = max(0, min(x2) - max(x1)) * max(0, min(y2) - max(y1))``, ``union = area1 + area2 - inter``.
     """
     xp = backend.get_array_module(boxes1, boxes2)
-    b1, b2 = boxes1[:, None, :], boxes2[None, :, :]
+    b1, b2 = boxes1[..., :, None, :], boxes2[..., None, :, :]
     w = xp.maximum(xp.minimum(b1[..., 2], b2[..., 2]) - xp.maximum(b1[..., 0], b2[..., 0]), 0)
     h = xp.maximum(xp.minimum(b1[..., 3], b2[..., 3]) - xp.maximum(b1[..., 1], b2[..., 1]), 0)
     inter = w * h
-    union = _box_area(boxes1)[:, None] + _box_area(boxes2)[None, :] - inter
+    union = _box_area(boxes1)[..., :, None] + _box_area(boxes2)[..., None, :] - inter
     return inter, union
 
 
@@ -85,7 +86,8 @@ def box_iou(boxes1, boxes2):
 
 
 def _box_iou(boxes1, boxes2):
-    """The maths of ``box_iou``: boxes1 N x 4, boxes2 M x 4, float."""
+    """The maths of ``box_iou``: boxes1 N x 4, boxes2 M x 4, float. The model's batched cores also hand it a
+    batch, boxes1 B x N x 4 and boxes2 B x M x 4 (or M x 4), for B x N x M; per image the same numbers."""
     xp = backend.get_array_module(boxes1, boxes2)
     inter, union = _inter_union(boxes1, boxes2)
     # A zero union means two zero-area boxes (then inter is 0 too): IoU 0 instead of torchvision's 0/0 = NaN.
@@ -94,10 +96,10 @@ def _box_iou(boxes1, boxes2):
 
 # --------------------------------------------------------------------------------- encode / decode
 def _size_centre(boxes):
-    """Widths, heights and centres ``(w, h, cx, cy)`` of N x 4 boxes, each of length N."""
-    w = boxes[:, 2] - boxes[:, 0]
-    h = boxes[:, 3] - boxes[:, 1]
-    return w, h, boxes[:, 0] + 0.5 * w, boxes[:, 1] + 0.5 * h
+    """Widths, heights and centres ``(w, h, cx, cy)`` of N x 4 boxes, each of length N (B x N for B x N x 4)."""
+    w = boxes[..., 2] - boxes[..., 0]
+    h = boxes[..., 3] - boxes[..., 1]
+    return w, h, boxes[..., 0] + 0.5 * w, boxes[..., 1] + 0.5 * h
 
 
 def box_encode(reference, targets, weights=(1.0, 1.0, 1.0, 1.0)):
@@ -126,7 +128,8 @@ def box_encode(reference, targets, weights=(1.0, 1.0, 1.0, 1.0)):
 
 
 def _box_encode(reference, targets, weights=RPN_BOX_WEIGHTS):
-    """The maths of ``box_encode``: reference, targets N x 4 float with positive sizes; weights 4 floats."""
+    """The maths of ``box_encode``: reference, targets N x 4 float with positive sizes; weights 4 floats.
+    The model's batched cores hand it a batch: targets B x N x 4 against reference N x 4 (or B x N x 4)."""
     xp = backend.get_array_module(reference, targets)
     wx, wy, ww, wh = weights
     rw, rh, rcx, rcy = _size_centre(reference)
@@ -135,7 +138,7 @@ def _box_encode(reference, targets, weights=RPN_BOX_WEIGHTS):
     dy = wy * (tcy - rcy) / rh
     dw = ww * xp.log(tw / rw)
     dh = wh * xp.log(th / rh)
-    return xp.stack([dx, dy, dw, dh], axis=1)
+    return xp.stack([dx, dy, dw, dh], axis=-1)
 
 
 def box_decode(deltas, reference, weights=(1.0, 1.0, 1.0, 1.0), clip=BBOX_XFORM_CLIP):
@@ -233,13 +236,15 @@ def _greedy_keep(suppresses):
     always exact; entry t becomes exact once entries 0..t-1 are). So the loop stops after at most N
     iterations, and in practice after a handful: it only needs as many iterations as the longest chain of
     "A suppresses B, B would have suppressed C" decisions. Each iteration is one matrix-vector product.
+    A batch of matrices, B x N x N, is solved at once (B x N; each image's answer is its own alone, and
+    the loop runs as long as the slowest image needs).
     """
     xp = backend.get_array_module(suppresses)
     # float32 counts are exact up to 2**24 boxes, and matmul runs on BLAS / cuBLAS.
     suppresses = suppresses.astype(xp.float32)
-    keep = xp.ones(suppresses.shape[0], dtype=bool)
+    keep = xp.ones(suppresses.shape[:-1], dtype=bool)
     while True:
-        new_keep = (keep.astype(xp.float32) @ suppresses) == 0
+        new_keep = (keep.astype(xp.float32)[..., None, :] @ suppresses)[..., 0, :] == 0
         if bool(xp.all(new_keep == keep)):
             return keep
         keep = new_keep
@@ -350,8 +355,25 @@ def remove_small_boxes(boxes, min_size):
 def _remove_small_boxes(boxes, min_size):
     """The maths of ``remove_small_boxes``: boxes N x 4 float; min_size a number."""
     xp = backend.get_array_module(boxes)
-    big = ((boxes[:, 2] - boxes[:, 0]) >= min_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_size)
-    return xp.nonzero(big)[0].astype(xp.int64)
+    return xp.nonzero(_big_enough(boxes, min_size))[0].astype(xp.int64)
+
+
+def _big_enough(boxes, min_size):
+    """Which boxes (N x 4, or B x N x 4) are at least ``min_size`` wide and high: N (B x N) bool."""
+    return ((boxes[..., 2] - boxes[..., 0]) >= min_size) & ((boxes[..., 3] - boxes[..., 1]) >= min_size)
+
+
+def _pad_images(rows_per_image, fill):
+    """The rows of each image (a list of B arrays G_i x ...) in one B x G x ... array, G = max G_i (at least 1,
+    so that row 0 can always be read), an image's missing rows set to ``fill``; returns it and the B x G bool
+    mask of the rows that are real."""
+    xp = backend.get_array_module(*rows_per_image)
+    counts = [len(a) for a in rows_per_image]
+    first, length = rows_per_image[0], max(1, *counts)
+    padded = xp.full((len(counts), length) + first.shape[1:], fill, dtype=first.dtype)
+    for i, rows in enumerate(rows_per_image):
+        padded[i, :len(rows)] = rows
+    return padded, xp.arange(length)[None, :] < xp.asarray(counts)[:, None]
 
 
 # ----------------------------------------------------------------------------------------------- checks

@@ -35,6 +35,12 @@ the public signature; all is put back afterwards. So a library function your cop
 ``box_iou``) is yours where you wrote it, and a working copy that only re-exports the library is "yours" and
 gives the reference to the digit. The shapes data set is made by the library alone, the same for both runs.
 
+Where the model does for the whole batch at once what a core you can write does image by image (the proposals
+of every image, ``rpn._generate_proposals_batch``), the batched core is replaced, while any function it is made
+of is yours, by the library's loop over the images that calls the per-image core (``BATCHED`` names each
+pair): so your ``generate_proposals`` (or the ``nms`` or ``box_iou`` inside it) runs once an image, as it would
+in a loop. The two give the same numbers to the last bit, so the reference run does not depend on which runs.
+
 ===========  ================================  ============================================  =================
 lesson       your function                     replaces                                      when
 ===========  ================================  ============================================  =================
@@ -244,6 +250,18 @@ ENTRIES = (
     Entry("09_evaluate", "precision_recall", _only("ap", "precision_recall"), "AP"),
     Entry("09_evaluate", "average_precision", _only("ap", "average_precision"), "AP"),
     Entry("09_evaluate", "ap_at_thresholds", _only("ap", "ap_at_thresholds"), "AP"),
+)
+# The model's batched cores: each does for the whole batch at once what a per-image core does image by image,
+# and names the per-image loop that stands in for it while any function it is made of is yours (so your
+# per-image function is called, image by image, with exactly the library's arguments). A test traces each loop
+# and checks that every function of ENTRIES it calls is named here.
+BATCHED = (
+    ("mrcnn_edu.rpn._generate_proposals_batch", "mrcnn_edu.rpn._generate_proposals_each",
+     ("box_area", "box_iou", "box_decode", "nms", "generate_proposals")),
+    ("mrcnn_edu.rpn._rpn_targets_batch", "mrcnn_edu.rpn._rpn_targets_each",
+     ("box_area", "box_iou", "box_encode", "match_by_iou", "label_anchors", "sample_balanced", "rpn_targets")),
+    ("mrcnn_edu.roi_heads._box_head_targets_batch", "mrcnn_edu.roi_heads._box_head_targets_each",
+     ("box_area", "box_iou", "box_encode", "match_by_iou", "sample_balanced", "box_head_targets")),
 )
 # forward -> backward pairs whose cache is private to your code
 _PAIRS = {"linear": "linear_backward", "conv2d": "conv2d_backward"}
@@ -678,6 +696,10 @@ class substituted:
                 else:
                     new = _replacement(stage, original, adapter)
                 by_id[id(original)] = (original, new)
+        for batched, each, made_of in BATCHED:      # your per-image function, or one it calls: the loop
+            if set(made_of) & set(self.stages):
+                original = _resolve(batched)
+                by_id[id(original)] = (original, _resolve(each))
         return by_id
 
     def __enter__(self):

@@ -9,7 +9,7 @@ import numbers
 from typing import Any, NamedTuple
 
 from . import backend
-from ._validate import check_boxes, check_finite
+from ._validate import as_float_array, check_boxes, check_finite
 
 __all__ = ["Target", "check_config", "check_images", "check_targets"]
 
@@ -42,30 +42,60 @@ def check_targets(targets, num_images, config):
               (as torchvision asks: a box of no width has no regression target), ``labels`` G ints in
               [1, K - 1] and ``masks`` G x H x W (any H x W: they are cropped per RoI).
     Returns a list of ``Target``: the boxes as a float array, the labels as int64, the masks as an array.
+
+    Shapes and dtypes are checked image by image; the values of the whole batch at once, with one read back
+    (on a GPU a read back waits for the device), and image by image only when something is wrong, to name it.
     """
     if len(targets) != num_images:
         raise ValueError(f"targets: expected one dict per image ({num_images}), got {len(targets)}")
-    checked = []
-    for i, t in enumerate(targets):
-        missing = {"boxes", "labels", "masks"} - set(t)
-        if missing:
-            raise ValueError(f"targets[{i}]: missing {sorted(missing)}")
-        boxes = check_boxes(t["boxes"], f"targets[{i}]['boxes']")
-        xp = backend.get_array_module(boxes)
-        if boxes.shape[0] and not bool(xp.all((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))):
-            raise ValueError(f"targets[{i}]['boxes']: every box needs x2 > x1 and y2 > y1")
-        labels, mask_shape = xp.asarray(t["labels"]), tuple(getattr(t["masks"], "shape", ()))
-        if labels.shape != (boxes.shape[0],) or (labels.size and labels.dtype.kind not in "iu"):
-            raise ValueError(f"targets[{i}]['labels']: expected {boxes.shape[0]} integer classes, got "
-                             f"shape {tuple(labels.shape)}, dtype {labels.dtype}")
-        if labels.size and bool(xp.any((labels < 1) | (labels >= config.num_classes))):
-            raise ValueError(f"targets[{i}]['labels']: expected classes in [1, {config.num_classes - 1}] "
-                             "(0 is the background)")
-        if len(mask_shape) != 3 or mask_shape[0] != boxes.shape[0]:
-            raise ValueError(f"targets[{i}]['masks']: expected a {boxes.shape[0]} x H x W array, got shape "
-                             f"{mask_shape}")
-        checked.append(Target(boxes, labels.astype(xp.int64), xp.asarray(t["masks"])))
+    checked = [_target(i, t) for i, t in enumerate(targets)]
+    if checked and not _values_fine(checked, config):
+        for i, target in enumerate(checked):
+            _check_values(i, target, config)
     return checked
+
+
+def _target(i, t):
+    """Image ``i``'s target with the shapes and dtypes checked (its values are not read)."""
+    missing = {"boxes", "labels", "masks"} - set(t)
+    if missing:
+        raise ValueError(f"targets[{i}]: missing {sorted(missing)}")
+    name = f"targets[{i}]['boxes']"
+    boxes = as_float_array(t["boxes"], name)
+    if boxes.ndim == 1 and boxes.size == 0:
+        boxes = boxes.reshape(0, 4)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"{name}: expected N x 4 boxes (x1, y1, x2, y2), got shape {tuple(boxes.shape)}")
+    xp = backend.get_array_module(boxes)
+    labels, mask_shape = xp.asarray(t["labels"]), tuple(getattr(t["masks"], "shape", ()))
+    if labels.shape != (boxes.shape[0],) or (labels.size and labels.dtype.kind not in "iu"):
+        raise ValueError(f"targets[{i}]['labels']: expected {boxes.shape[0]} integer classes, got "
+                         f"shape {tuple(labels.shape)}, dtype {labels.dtype}")
+    if len(mask_shape) != 3 or mask_shape[0] != boxes.shape[0]:
+        raise ValueError(f"targets[{i}]['masks']: expected a {boxes.shape[0]} x H x W array, got shape "
+                         f"{mask_shape}")
+    return Target(boxes, labels.astype(xp.int64), xp.asarray(t["masks"]))
+
+
+def _values_fine(checked, config):
+    """Every box of the batch finite with x2 > x1 and y2 > y1, every label in [1, K - 1]: one read back."""
+    xp = backend.get_array_module(checked[0].boxes)
+    boxes = xp.concatenate([t.boxes for t in checked])
+    labels = xp.concatenate([t.labels for t in checked])
+    fine = (xp.isfinite(boxes).all() & ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).all()
+            & ((labels >= 1) & (labels < config.num_classes)).all())
+    return bool(fine)
+
+
+def _check_values(i, target, config):
+    """Image ``i``'s values, with the message that names what is wrong."""
+    boxes, labels = check_boxes(target.boxes, f"targets[{i}]['boxes']"), target.labels
+    xp = backend.get_array_module(boxes)
+    if boxes.shape[0] and not bool(xp.all((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))):
+        raise ValueError(f"targets[{i}]['boxes']: every box needs x2 > x1 and y2 > y1")
+    if labels.size and bool(xp.any((labels < 1) | (labels >= config.num_classes))):
+        raise ValueError(f"targets[{i}]['labels']: expected classes in [1, {config.num_classes - 1}] "
+                         "(0 is the background)")
 
 
 def check_config(cfg):

@@ -46,18 +46,23 @@ def match_by_iou(iou, high=0.7, low=0.3, allow_low_quality=True):
 
 
 def _match_by_iou(iou, high=0.7, low=0.3, allow_low_quality=True):
-    """The maths of ``match_by_iou``: iou G x A float; 0 <= low <= high <= 1."""
+    """The maths of ``match_by_iou``: iou G x A float; 0 <= low <= high <= 1.
+
+    The model's batched cores hand it a batch, B x G x A (B x A matches): images with fewer than G ground
+    truths fill their rows with IoU -1, a row that matches nothing and is nobody's best.
+    """
     xp = backend.get_array_module(iou)
-    num_gt, num_anchors = iou.shape
+    num_gt, num_anchors = iou.shape[-2:]
     if num_gt == 0 or num_anchors == 0:
-        return xp.full((num_anchors,), BELOW_LOW_THRESHOLD, dtype=xp.int64)
-    best_iou = iou.max(axis=0)
-    best_gt = iou.argmax(axis=0).astype(xp.int64)
+        return xp.full(iou.shape[:-2] + (num_anchors,), BELOW_LOW_THRESHOLD, dtype=xp.int64)
+    best_iou = iou.max(axis=-2)
+    best_gt = iou.argmax(axis=-2).astype(xp.int64)
     matches = xp.where(best_iou < low, BELOW_LOW_THRESHOLD,
                        xp.where(best_iou < high, BETWEEN_THRESHOLDS, best_gt)).astype(xp.int64)
     if allow_low_quality:
         # exact equality on purpose: ties of the best IoU all count, as in torchvision
-        is_best_for_some_gt = (iou == iou.max(axis=1, keepdims=True)).any(axis=0)
+        best_of_gt = iou.max(axis=-1, keepdims=True)
+        is_best_for_some_gt = ((iou == best_of_gt) & (best_of_gt >= 0)).any(axis=-2)
         matches = xp.where(is_best_for_some_gt, best_gt, matches)
     return matches
 
@@ -87,23 +92,28 @@ def sample_balanced(labels, rng, batch_size=256, positive_fraction=0.5):
 
 
 def _sample_balanced(labels, rng, batch_size=256, positive_fraction=0.5):
-    """The maths of ``sample_balanced``: labels A; rng with ``.random(n)``; batch_size an int >= 0."""
+    """The maths of ``sample_balanced``: labels A; rng with ``.random(n)``; batch_size an int >= 0.
+    The model's batched cores hand it a batch, labels B x A (B x A masks, each image its own counts)."""
+    xp = backend.get_array_module(labels)
+    return _sample_by_keys(labels, xp.asarray(rng.random(labels.shape)), batch_size, positive_fraction)
+
+
+def _sample_by_keys(labels, keys, batch_size, positive_fraction):
+    """``_sample_balanced`` on keys drawn already (labels and keys A, or B x A)."""
     xp = backend.get_array_module(labels)
     positive, negative = labels >= 1, labels == 0
-    num_pos = min(int(batch_size * positive_fraction), int(positive.sum()))
-    num_neg = min(batch_size - num_pos, int(negative.sum()))
-    keys = xp.asarray(rng.random(labels.shape[0]))
+    num_pos = xp.minimum(int(batch_size * positive_fraction), positive.sum(axis=-1))
+    num_neg = xp.minimum(batch_size - num_pos, negative.sum(axis=-1))
     return _first_by_key(positive, keys, num_pos), _first_by_key(negative, keys, num_neg)
 
 
 def _first_by_key(candidates, keys, count):
-    """Mask of the ``count`` candidates with the smallest keys (keys in [0, 1); others pushed to 2)."""
+    """Mask of the ``count`` candidates with the smallest keys (keys in [0, 1); others pushed to 2): those
+    whose rank in key order is below ``count`` (one count per row of a batch)."""
     xp = backend.get_array_module(candidates)
-    mask = xp.zeros(candidates.shape, dtype=bool)
-    if count > 0:
-        order = xp.argsort(xp.where(candidates, keys, 2.0))
-        mask[order[:count]] = True
-    return mask
+    order = xp.argsort(xp.where(candidates, keys, 2.0), axis=-1)
+    rank = xp.argsort(order, axis=-1)                 # the inverse permutation: each element's place in order
+    return rank < xp.asarray(count)[..., None]
 
 
 def sample_mask_rois(positive, cap, rng):

@@ -34,8 +34,8 @@ from .matching import sample_mask_rois
 from .nn import Module
 from .postprocess import detection_masks, postprocess_detections, softmax_as_sigmoid_logits
 from .roi import _roi_align, _roi_align_backward, _roi_pool, _roi_pool_backward, rois_from_boxes
-from .roi_heads import _box_head_targets, _fast_rcnn_loss, _mask_targets
-from .rpn import _generate_proposals_batch, _rpn_loss, _rpn_targets
+from .roi_heads import _box_head_targets_batch, _fast_rcnn_loss, _mask_targets
+from .rpn import _generate_proposals_batch, _rpn_loss, _rpn_targets_batch
 
 __all__ = ["ModelConfig", "MaskRCNN", "Features", "PoolCache", "HeadGradients"]
 
@@ -268,17 +268,17 @@ class MaskRCNN(Module):
         # RPN: labels on the anchors, the loss, and the proposals (which carry no gradient)
         objectness, deltas = self.rpn.forward(maps.rpn)
         anchors = self.anchors()
-        labels, reg = zip(*(_rpn_targets(anchors, t.boxes.astype(anchors.dtype, copy=False), rng, cfg.rpn_batch,
-                                         cfg.rpn_positive_fraction) for t in targets))
-        l_obj, l_rpn_box, dobj, ddeltas = _rpn_loss(objectness, deltas, xp.stack(labels).astype(objectness.dtype),
-                                                    xp.stack(reg).astype(deltas.dtype))
+        labels, reg = _rpn_targets_batch(anchors, [t.boxes.astype(anchors.dtype, copy=False) for t in targets], rng,
+                                         cfg.rpn_batch, cfg.rpn_positive_fraction)
+        l_obj, l_rpn_box, dobj, ddeltas = _rpn_loss(objectness, deltas, labels.astype(objectness.dtype, copy=False),
+                                                    reg.astype(deltas.dtype, copy=False))
         if proposals is None:
             proposals = self._proposals(anchors, objectness, deltas, cfg.rpn_post_nms_train)
 
         # box head on sampled proposals
-        sampled = [_box_head_targets(p, t.boxes.astype(p.dtype, copy=False), t.labels, rng, cfg.roi_batch,
-                                     cfg.roi_positive_fraction, 0.5, 0.5, BOX_HEAD_WEIGHTS)
-                   for p, t in zip(proposals, targets)]
+        gt_boxes = [t.boxes.astype(p.dtype, copy=False) for p, t in zip(proposals, targets)]
+        sampled = _box_head_targets_batch(proposals, gt_boxes, [t.labels for t in targets], rng, cfg.roi_batch,
+                                          cfg.roi_positive_fraction, 0.5, 0.5, BOX_HEAD_WEIGHTS)
         box_feats, box_cache = self._pool(maps.box, self.box_stride, [s.rois for s in sampled], cfg.box_pool)
         class_logits, box_deltas = self.box_head.forward(box_feats)
         roi_labels = xp.concatenate([s.labels for s in sampled])

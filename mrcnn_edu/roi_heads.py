@@ -20,10 +20,10 @@ from typing import NamedTuple
 from . import backend
 from ._validate import as_float_array, check_boxes, check_finite, check_ndim, pair
 from .boxes import (BOX_HEAD_WEIGHTS, _box_decode, _box_decode_backward, _box_encode, _box_iou, _check_positive_size,
-                    _weights)
+                    _pad_images, _weights)
 from .losses import _giou_loss, _smooth_l1_loss, _softmax_cross_entropy
 from .matching import (BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, BOX_BETA, _check_rng, _check_sampler,
-                       _check_thresholds, _match_by_iou, _sample_balanced)
+                       _check_thresholds, _match_by_iou, _sample_balanced, _sample_by_keys)
 from .roi import _roi_align
 
 __all__ = ["BOX_HEAD_WEIGHTS", "BOX_LOSSES", "BoxHeadTargets", "box_head_targets", "fast_rcnn_loss", "mask_targets"]
@@ -104,9 +104,58 @@ def _label_proposals(boxes, gt_boxes, gt_labels, fg_iou, bg_iou):
         return zeros, zeros.copy()
     matches = _match_by_iou(_box_iou(gt_boxes, boxes), fg_iou, bg_iou, allow_low_quality=False)
     matched = xp.maximum(matches, 0)
-    labels = xp.where(matches == BELOW_LOW_THRESHOLD, 0,
-                      xp.where(matches == BETWEEN_THRESHOLDS, -1, gt_labels[matched])).astype(xp.int64)
-    return matched, labels
+    return matched, _proposal_labels(matches, gt_labels[matched])
+
+
+def _proposal_labels(matches, matched_labels):
+    """The matched ground truth's class, 0 for the background (below ``bg_iou``), -1 ignored (in between)."""
+    xp = backend.get_array_module(matches)
+    return xp.where(matches == BELOW_LOW_THRESHOLD, 0,
+                    xp.where(matches == BETWEEN_THRESHOLDS, -1, matched_labels)).astype(xp.int64)
+
+
+def _box_head_targets_batch(proposals_per_image, gt_boxes_per_image, gt_labels_per_image, rng,
+                            batch_size_per_image=512, positive_fraction=0.25, fg_iou=0.5, bg_iou=0.5,
+                            weights=BOX_HEAD_WEIGHTS):
+    """``_box_head_targets`` of every image of a batch at once: lists of B arrays (proposals P_i x 4, gt_boxes
+    G_i x 4 of one float dtype, gt_labels G_i int64) -> a list of B ``BoxHeadTargets``, each equal to
+    ``_box_head_targets`` on that image alone, the sampler's random draws included (``_box_head_targets_each``).
+
+    Each image's boxes (its proposals, then its ground truth) are padded to the longest row, B x L x 4, and its
+    ground truth to B x G x 4: a padded ground truth gets IoU -1 (it matches nothing), a padded box the label
+    -1 (ignored: never sampled). The sampler's keys are drawn image after image for the real boxes only, the
+    numbers the loop draws.
+    """
+    xp = backend.get_array_module(*proposals_per_image)
+    # 1. the ground truth joins each image's proposals; 2. match and label, as _box_head_targets
+    boxes_per_image = [xp.concatenate([p, g], axis=0) for p, g in zip(proposals_per_image, gt_boxes_per_image)]
+    boxes, real_box = _pad_images(boxes_per_image, 0.0)                                              # B x L x 4
+    gt_boxes, real_gt = _pad_images(gt_boxes_per_image, 0.0)                                         # B x G x 4
+    gt_labels, _ = _pad_images(gt_labels_per_image, 0)
+    iou = xp.where(real_gt[..., None], _box_iou(gt_boxes, boxes), -1.0)                              # B x G x L
+    matches = _match_by_iou(iou, fg_iou, bg_iou, allow_low_quality=False)                           # B x L
+    matched = xp.maximum(matches, 0)
+    image = xp.arange(len(boxes))[:, None]
+    labels = xp.where(real_box, _proposal_labels(matches, gt_labels[image, matched]), -1)
+    # 3. the balanced mini-batch, in box order
+    keys, _ = _pad_images([xp.asarray(rng.random(len(b))) for b in boxes_per_image], 2.0)
+    pos, neg = _sample_by_keys(labels, keys, batch_size_per_image, positive_fraction)
+    sampled = pos | neg
+    # 4. the deltas onto the ground truth
+    target_boxes = xp.where(real_gt.any(axis=1)[:, None, None], gt_boxes[image, matched], boxes)
+    rois, labels, matched = boxes[sampled], labels[sampled], matched[sampled]
+    deltas = _box_encode(rois, target_boxes[sampled], weights)       # an image without objects: its RoIs, 0
+    splits = [int(c) for c in backend.to_host(sampled.sum(axis=1)).cumsum()[:-1]]   # the one read back
+    return [BoxHeadTargets(*parts) for parts in zip(*(xp.split(a, splits) for a in (rois, labels, deltas, matched)))]
+
+
+def _box_head_targets_each(proposals_per_image, gt_boxes_per_image, gt_labels_per_image, rng,
+                           batch_size_per_image=512, positive_fraction=0.25, fg_iou=0.5, bg_iou=0.5,
+                           weights=BOX_HEAD_WEIGHTS):
+    """``_box_head_targets_batch`` image by image, through ``_box_head_targets`` (the capstone's stand-in for the
+    batched core while a student's per-image function is in place)."""
+    return [_box_head_targets(p, g, c, rng, batch_size_per_image, positive_fraction, fg_iou, bg_iou, weights)
+            for p, g, c in zip(proposals_per_image, gt_boxes_per_image, gt_labels_per_image)]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -24,8 +24,8 @@ from __future__ import annotations
 from . import backend
 from .activations import sigmoid
 from ._validate import as_float_array, check_boxes, check_finite, check_ndim, check_same_length, number, pair
-from .boxes import (RPN_BOX_WEIGHTS, _box_decode, _box_encode, _box_iou, _check_positive_size, _clip_boxes_to_image,
-                    _nms, _remove_small_boxes)
+from .boxes import (RPN_BOX_WEIGHTS, _big_enough, _box_decode, _box_encode, _box_iou, _check_positive_size,
+                    _clip_boxes_to_image, _greedy_keep, _nms, _pad_images, _remove_small_boxes)
 from .losses import _binary_cross_entropy_with_logits, _smooth_l1_loss
 # The matcher and the sampler are shared with the box head; they stay importable from here (lesson 03 does).
 from .matching import (BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, BOX_BETA, _check_rng, _check_sampler,
@@ -78,10 +78,14 @@ def label_anchors(anchors, gt_boxes, high=0.7, low=0.3):
 
 def _label_anchors(anchors, gt_boxes, high=0.7, low=0.3):
     """The maths of ``label_anchors``: anchors A x 4, gt_boxes G x 4, one float dtype."""
-    xp = backend.get_array_module(anchors)
     matches = _match_by_iou(_box_iou(gt_boxes, anchors), high, low, allow_low_quality=True)
-    labels = xp.where(matches >= 0, 1.0, xp.where(matches == BETWEEN_THRESHOLDS, -1.0, 0.0))
-    return labels.astype(anchors.dtype), matches
+    return _anchor_labels(matches, anchors.dtype), matches
+
+
+def _anchor_labels(matches, dtype):
+    """1 object (matched), -1 ignored (between the thresholds), 0 not object, from the matcher's codes."""
+    xp = backend.get_array_module(matches)
+    return xp.where(matches >= 0, 1.0, xp.where(matches == BETWEEN_THRESHOLDS, -1.0, 0.0)).astype(dtype)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -116,10 +120,47 @@ def _rpn_targets(anchors, gt_boxes, rng, batch_size_per_image=256, positive_frac
     xp = backend.get_array_module(anchors)
     labels, matches = _label_anchors(anchors, gt_boxes, high, low)
     pos, neg = _sample_balanced(labels, rng, batch_size_per_image, positive_fraction)
-    sampled_labels = xp.where(pos, 1.0, xp.where(neg, 0.0, -1.0)).astype(anchors.dtype)
+    sampled_labels = _sampled_labels(pos, neg, anchors.dtype)
     if gt_boxes.shape[0] == 0:
         return sampled_labels, xp.zeros_like(anchors)
     return sampled_labels, _box_encode(anchors, gt_boxes[xp.maximum(matches, 0)], RPN_BOX_WEIGHTS)
+
+
+def _sampled_labels(pos, neg, dtype):
+    """1 sampled object, 0 sampled not-object, -1 not in the mini-batch."""
+    xp = backend.get_array_module(pos)
+    return xp.where(pos, 1.0, xp.where(neg, 0.0, -1.0)).astype(dtype)
+
+
+def _rpn_targets_batch(anchors, gt_boxes_per_image, rng, batch_size_per_image=256, positive_fraction=0.5,
+                       high=0.7, low=0.3):
+    """``_rpn_targets`` of every image of a batch at once: anchors A x 4, a list of B arrays G_i x 4 of the
+    anchors' dtype. Returns labels B x A and regression targets B x A x 4, each image's row equal to
+    ``_rpn_targets`` on that image alone, the sampler's random draws included (``_rpn_targets_each``).
+
+    The images' ground truths are padded to the longest (B x G x 4); a padded row gets IoU -1 with every
+    anchor, which the matcher reads as "no ground truth here". An image without objects encodes each anchor
+    against itself: the zero deltas ``_rpn_targets`` gives it.
+    """
+    xp = backend.get_array_module(anchors)
+    gt_boxes, real = _pad_images(gt_boxes_per_image, 0.0)                 # B x G x 4, B x G
+    iou = xp.where(real[..., None], _box_iou(gt_boxes, anchors), -1.0)     # B x G x A
+    matches = _match_by_iou(iou, high, low, allow_low_quality=True)        # B x A
+    pos, neg = _sample_balanced(_anchor_labels(matches, anchors.dtype), rng, batch_size_per_image,
+                                positive_fraction)
+    matched = gt_boxes[xp.arange(len(gt_boxes))[:, None], xp.maximum(matches, 0)]    # B x A x 4
+    matched = xp.where(real.any(axis=1)[:, None, None], matched, anchors)  # no objects: the anchor, deltas 0
+    return _sampled_labels(pos, neg, anchors.dtype), _box_encode(anchors, matched, RPN_BOX_WEIGHTS)
+
+
+def _rpn_targets_each(anchors, gt_boxes_per_image, rng, batch_size_per_image=256, positive_fraction=0.5,
+                      high=0.7, low=0.3):
+    """``_rpn_targets_batch`` image by image, through ``_rpn_targets`` (the capstone's stand-in for the batched
+    core while a student's per-image function is in place)."""
+    xp = backend.get_array_module(anchors)
+    labels, targets = zip(*(_rpn_targets(anchors, gt, rng, batch_size_per_image, positive_fraction, high, low)
+                            for gt in gt_boxes_per_image))
+    return xp.stack(labels), xp.stack(targets)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -250,8 +291,37 @@ def generate_proposals_batch(anchors, objectness, deltas, image_sizes, pre_nms_t
 
 def _generate_proposals_batch(anchors, objectness, deltas, image_size, pre_nms_top_n, post_nms_top_n, nms_thresh,
                               min_size):
-    """The proposal boxes of each image of a batch: a list of N arrays P_i x 4 (anchors A x 4 shared, objectness
-    N x A, deltas N x A x 4, one ``(height, width)`` for all images; no score threshold)."""
+    """The proposal boxes of each image of a batch, every image at once: a list of N arrays P_i x 4 (anchors
+    A x 4 shared, objectness N x A, deltas N x A x 4, one ``(height, width)`` for all images; no score
+    threshold). The same boxes as ``_generate_proposals`` image by image (``_generate_proposals_each``).
+
+    The steps are ``_generate_proposals``'s on an N x k layout (k = the top-k anchors of each image). Only
+    "drop the boxes that are too small" would give each image its own length: here they stay, sorted after
+    every box of their image that counts, where NMS's upper triangle lets them suppress nothing that counts,
+    and they are left out with the NMS losers at the end.
+    """
+    xp = backend.get_array_module(anchors)
+    n = objectness.shape[0]
+    top = xp.argsort(-objectness, axis=1)[:, :pre_nms_top_n]                           # N x k
+    k = top.shape[1]
+    boxes = _box_decode(xp.take_along_axis(deltas, top[..., None], axis=1).reshape(n * k, 4),
+                        anchors[top.reshape(-1)].astype(deltas.dtype, copy=False), RPN_BOX_WEIGHTS)
+    boxes = _clip_boxes_to_image(boxes, image_size).reshape(n, k, 4)
+    scores = sigmoid(xp.take_along_axis(objectness, top, axis=1))
+    big = _big_enough(boxes, min_size)
+    # NMS of each image: score order (stable, as _nms), the boxes too small last
+    order = xp.argsort(xp.where(big, -scores, xp.inf), axis=1, kind="stable")
+    boxes, big = xp.take_along_axis(boxes, order[..., None], axis=1), xp.take_along_axis(big, order, axis=1)
+    keep = _greedy_keep(xp.triu(_box_iou(boxes, boxes) > nms_thresh, k=1)) & big       # N x k
+    keep &= xp.cumsum(keep, axis=1) <= post_nms_top_n
+    counts = backend.to_host(keep.sum(axis=1))                   # the one read back: each image's length
+    return xp.split(boxes[keep], [int(c) for c in counts.cumsum()[:-1]])
+
+
+def _generate_proposals_each(anchors, objectness, deltas, image_size, pre_nms_top_n, post_nms_top_n, nms_thresh,
+                             min_size):
+    """``_generate_proposals_batch`` image by image, through ``_generate_proposals`` (the capstone's stand-in
+    for the batched core while a student's per-image function is in place)."""
     return [_generate_proposals(anchors, objectness[i], deltas[i], image_size, pre_nms_top_n, post_nms_top_n,
                                 nms_thresh, min_size)[0] for i in range(objectness.shape[0])]
 

@@ -152,14 +152,15 @@ def test_the_substitution_is_undone_even_after_an_error(tmp_path):
     import mrcnn_edu.model as model
     import mrcnn_edu.rpn as rpn
     rows, modules = plan(make_lessons(tmp_path), SMALL)
-    before, original = snapshot(), rpn._rpn_targets
+    before, original, batched = snapshot(), rpn._rpn_loss, rpn._rpn_targets_batch
     with pytest.raises(KeyError):
         with substituted(rows, modules) as sub:
             assert len(sub.stages) == len(ENTRIES)    # every function "yours" (re-exports of the reference)
-            assert model._rpn_targets is rpn._rpn_targets is not original
-            assert model._rpn_targets.__wrapped__ is original
+            assert model._rpn_loss is rpn._rpn_loss is not original
+            assert model._rpn_loss.__wrapped__ is original
+            assert model._rpn_targets_batch is rpn._rpn_targets_batch is rpn._rpn_targets_each   # the loop
             raise KeyError("boom")
-    assert snapshot() == before and model._rpn_targets is original
+    assert snapshot() == before and model._rpn_loss is original and model._rpn_targets_batch is batched
 
 
 PERMUTATION_SAMPLER = '''
