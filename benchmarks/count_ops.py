@@ -12,7 +12,9 @@ also waits for every kernel before it. Both are counted here on NumPy, so the co
   ``__array_ufunc__`` and ``__array_function__`` count every arithmetic operator, ufunc, reduction
   (``x.sum()``) and NumPy function applied to them, and whose ``astype``, ``copy``, fancy indexing,
   assignments into arrays and a few other methods count one operation each. Views (reshape, transpose,
-  basic slicing) launch nothing on a GPU and are not counted;
+  basic slicing) launch nothing on a GPU and are not counted, nor are ``xp.asarray`` /
+  ``xp.ascontiguousarray`` of a device array that is already what they ask for and ``astype(..., copy=False)``
+  to its own dtype (CuPy returns the array itself); ``xp.asarray`` of a host array (a transfer) counts;
 * each operation is charged to the innermost library module on the call stack (``backend.py`` aside), so
   the table says which stage launches what.
 
@@ -37,6 +39,9 @@ from mrcnn_edu import backend  # noqa: E402
 # ndarray methods that compute (a kernel each on a GPU) without going through a ufunc or NumPy function
 COUNTED_METHODS = ("astype", "copy", "argmax", "argmin", "argsort", "nonzero", "repeat", "take", "dot", "sort",
                    "fill", "cumsum", "round", "__getitem__", "__setitem__")
+# functions that return a device array itself when it is already what they make (no kernel on a GPU); they
+# count when they copy, and always for a host array (a transfer to the device)
+AS_IS = ("asarray", "asanyarray", "ascontiguousarray")
 # methods and conversions that bring a value back to the host (a synchronization on a GPU)
 ROUND_TRIPS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
 
@@ -116,10 +121,18 @@ def _counting_method(name, kind):
     def method(self, *args, **kwargs):
         if name == "__getitem__" and not _fancy(args[0]):
             return _counted(base(self, *args, **kwargs))     # a view: nothing launched
-        TALLY.add(kind, name)
-        return _counted(base(self.view(np.ndarray), *_plain(args), **{k: _plain(v) for k, v in kwargs.items()}))
+        result = base(self.view(np.ndarray), *_plain(args), **{k: _plain(v) for k, v in kwargs.items()})
+        if not (name == "astype" and _same_array(self, result)):   # astype(copy=False) to its own dtype: itself
+            TALLY.add(kind, name)
+        return _counted(result)
     method.__name__ = name
     return method
+
+
+def _same_array(a, b):
+    """Whether ``b`` is ``a`` itself, seen anew (same memory, shape and dtype): no copy was made."""
+    return (isinstance(b, np.ndarray) and a.shape == b.shape and a.dtype == b.dtype
+            and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
 
 
 def _fancy(index):
@@ -151,8 +164,10 @@ class _CountingUfunc:
 
 
 def _call(func, name, args, kwargs):
-    TALLY.add("op", name)
-    return _counted(func(*_plain(args), **{k: _plain(v) for k, v in kwargs.items()}))
+    result = func(*_plain(args), **{k: _plain(v) for k, v in kwargs.items()})
+    if not (name in AS_IS and args and isinstance(args[0], Counted) and _same_array(args[0], result)):
+        TALLY.add("op", name)
+    return _counted(result)
 
 
 class CountingModule:
@@ -169,9 +184,10 @@ class CountingModule:
         return attr
 
 
-def counting(model):
-    """Switch the backend to the counting module and make the model's parameters ``Counted`` (in place);
-    returns a function that undoes both."""
+def counting(model, opt=None):
+    """Switch the backend to the counting module and make the model's parameters (and the flat array an
+    optimizer updates them through, ``Module.flatten_parameters``) ``Counted``, in place; returns a function
+    that undoes all of it."""
     if backend.name != "numpy":
         raise RuntimeError("count_ops counts on the NumPy backend")
     module, saved = CountingModule(), (backend.xp, backend.get_array_module, backend.to_host)
@@ -185,19 +201,24 @@ def counting(model):
     for m in model.modules():
         for key, p in m.params.items():
             m.params[key] = p.view(Counted)
+    flat = getattr(opt, "_flat_params", None)
+    if flat is not None:
+        opt._flat_params = flat.view(Counted)
 
     def undo():
         backend.xp, backend.get_array_module, backend.to_host = saved
         for m in model.modules():
             for key, p in m.params.items():
                 m.params[key] = p.view(np.ndarray)
+        if flat is not None:
+            opt._flat_params = flat
     return undo
 
 
 def count_steps(model, opt, batches, step_fn, warmup=1):
     """Run ``step_fn(model, opt, batch, i)`` on each batch; the steps after ``warmup`` are counted. Returns
     ``(ops by module, round trips by module, (module, name) counts)``, per counted step."""
-    undo = counting(model)
+    undo = counting(model, opt)
     try:
         TALLY.__init__()
         for i, batch in enumerate(batches):
@@ -230,6 +251,7 @@ def main(argv=None):
     backend.use("numpy")
     data = ShapesDataset(0, 128, "train")
     model = MaskRCNN(ModelConfig(), rng=np.random.default_rng(0))
+    model.flatten_parameters()        # as train.train does
     opt = AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     batches = [[data[4 * i + k] for k in range(4)] for i in range(args.warmup + args.steps)]
     ops, trips, names = count_steps(model, opt, batches, lambda m, o, b, i: train_step(m, o, b, i), args.warmup)

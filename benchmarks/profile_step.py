@@ -43,6 +43,7 @@ def main(argv=None):
     choose_backend(args.backend, None)
     data = ShapesDataset(0, args.image_size, "train")
     model = MaskRCNN(ModelConfig(**shapes_model_settings(args.image_size)), rng=np.random.default_rng(0))
+    model.flatten_parameters()
     opt = AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
 
     def step(i):

@@ -10,7 +10,9 @@ AdamW, batches of 4 shapes images. Differences that torchvision does not let us 
 cell corners (ours are centred), and its mask head trains on every positive RoI where ours samples at most
 ``mask_rois_per_image`` = 8 of them an image; the table also times ours with every positive (``all
 positives``) so the two can be compared like for like. Both start from scratch on the same batches; the
-first ``--warmup`` steps are not timed. Prints the median seconds per step and the ratio. With ``--backend
+first ``--warmup`` steps are not timed. The models take turns, 10 steps each, so that a machine that slows
+down for a while (a busy neighbour) slows them alike. Prints the median seconds per step, the ratio of the
+medians, and the median ratio of the same step (steady even on a noisy machine). With ``--backend
 cupy`` ours runs on the GPU and so does the twin (CUDA, TF32 off so that both do float32 arithmetic).
 """
 from __future__ import annotations
@@ -59,15 +61,23 @@ def train_step(model, opt, samples, step):
     backend.synchronize()
 
 
-def time_ours(data, warmup, config):
+def ours(config):
+    """One timed training step of our model at a time: ``step(samples, i)`` -> seconds."""
     model = MaskRCNN(config, rng=np.random.default_rng(0))
+    model.flatten_parameters()
     opt = AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    times = []
-    for step, samples in enumerate(data):
+
+    def step(samples, i):
         t0 = time.perf_counter()
-        train_step(model, opt, samples, step)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times[warmup:])
+        train_step(model, opt, samples, i)
+        return time.perf_counter() - t0
+    return step
+
+
+def time_ours(data, warmup, config):
+    """The median seconds a step of ``config``'s model over ``data`` after ``warmup`` steps (run alone)."""
+    step = ours(config)
+    return statistics.median([step(samples, i) for i, samples in enumerate(data)][warmup:])
 
 
 def torch_twin(cfg):
@@ -136,12 +146,13 @@ def torch_twin(cfg):
     return model
 
 
-def time_torch(data, warmup, cfg):
+def twin(cfg):
+    """One timed training step of the torchvision twin at a time: ``step(samples, i)`` -> seconds."""
     torch.manual_seed(0)
     model = torch_twin(cfg).to(DEVICE).train()
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    times = []
-    for samples in data:
+
+    def step(samples, i):
         t0 = time.perf_counter()
         images = [torch.from_numpy(s[0]).to(DEVICE).permute(2, 0, 1).float() / 255 for s in samples]
         targets = [dict(boxes=torch.from_numpy(backend.to_host(t["boxes"])).to(DEVICE),
@@ -154,8 +165,19 @@ def time_torch(data, warmup, cfg):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         opt.step()
         synchronize(torch, DEVICE)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times[warmup:])
+        return time.perf_counter() - t0
+    return step
+
+
+def interleaved(steppers, data, block=10):
+    """Each model in turn takes ``block`` steps (its next batches), then the next model, until every model has
+    trained on all of ``data`` in order: a machine that slows down for a while slows all of them alike, and a
+    block keeps each model's caches warm as a run of its own would. -> name -> step times, in batch order."""
+    times = {name: [] for name in steppers}
+    for start in range(0, len(data), block):
+        for name, step in steppers.items():
+            times[name] += [step(data[i], i) for i in range(start, min(start + block, len(data)))]
+    return times
 
 
 def main(argv=None):
@@ -171,17 +193,23 @@ def main(argv=None):
     print(f"backend {backend.name}, {os.cpu_count()} cores, NumPy {np.__version__}"
           + (f", torch {torch.__version__} ({torch.get_num_threads()} threads) on {DEVICE}" if torch
              else ", torch absent"))
-    print(f"median s/step over steps {args.warmup}..{args.steps} (batch 4, 128 x 128, from scratch)\n")
-    print("| model | s/step | vs torchvision twin |")
-    print("| --- | ---: | ---: |")
-    t_twin = time_torch(data, args.warmup, cfg) if torch else None
-    rows = [("mrcnn-edu default (8 mask RoIs an image)", time_ours(data, args.warmup, cfg)),
-            ("mrcnn-edu, all positives train the mask head",
-             time_ours(data, args.warmup, ModelConfig(mask_rois_per_image=0)))]
-    for name, t in rows:
-        print(f"| {name} | {t:.3f} | {t / t_twin:.2f} |" if t_twin else f"| {name} | {t:.3f} | - |")
-    if t_twin:
-        print(f"| torchvision MaskRCNN twin | {t_twin:.3f} | 1.00 |")
+    print(f"median s/step over steps {args.warmup}..{args.steps} (batch 4, 128 x 128, from scratch; the models "
+          f"take turns, 10 steps each)\n")
+    print("| model | s/step | vs torchvision twin | same step, paired |")
+    print("| --- | ---: | ---: | ---: |")
+    steppers = {"mrcnn-edu default (8 mask RoIs an image)": ours(cfg),
+                "mrcnn-edu, all positives train the mask head": ours(ModelConfig(mask_rois_per_image=0))}
+    if torch:
+        steppers["torchvision MaskRCNN twin"] = twin(cfg)
+    times = {name: t[args.warmup:] for name, t in interleaved(steppers, data).items()}
+    t_twin = times.get("torchvision MaskRCNN twin")
+    for name, t in times.items():
+        if t_twin:   # the ratio of the medians, and the median of the ratios of the same step
+            paired = statistics.median(a / b for a, b in zip(t, t_twin))
+            print(f"| {name} | {statistics.median(t):.3f} | {statistics.median(t) / statistics.median(t_twin):.2f} "
+                  f"| {paired:.2f} |")
+        else:
+            print(f"| {name} | {statistics.median(t):.3f} | - | - |")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import warnings
 
 import numpy
 
-__all__ = ["xp", "name", "use", "check_env", "env_error", "get_array_module", "asarray", "to_host", "scatter_add",
+__all__ = ["xp", "name", "use", "check_env", "env_error", "get_array_module", "asarray", "address", "to_host", "scatter_add",
            "rng", "synchronize", "keep_freed_memory", "gpu_available", "BACKENDS", "ENV_VAR"]
 
 BACKENDS = ("numpy", "cupy")
@@ -93,6 +93,13 @@ def get_array_module(*arrays):
 def asarray(a, dtype=None):
     """``a`` as an array of the switched backend (copied to the GPU under CuPy)."""
     return xp.asarray(a, dtype=dtype)
+
+
+def address(a):
+    """The device address of ``a``'s first element (an int), to tell whether arrays sit end to end."""
+    if type(a).__module__.startswith("cupy"):
+        return a.data.ptr
+    return a.__array_interface__["data"][0]
 
 
 def to_host(a):

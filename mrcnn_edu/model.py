@@ -33,7 +33,8 @@ from .losses import _sigmoid_mask_loss, _softmax_mask_loss
 from .matching import sample_mask_rois
 from .nn import Module
 from .postprocess import detection_masks, postprocess_detections, softmax_as_sigmoid_logits
-from .roi import _roi_align, _roi_align_backward, _roi_pool, _roi_pool_backward, rois_from_boxes
+from .roi import (_align_plan, _roi_align_backward_planned, _roi_align_planned, _roi_pool, _roi_pool_backward,
+                  rois_from_boxes)
 from .roi_heads import _box_head_targets_batch, _fast_rcnn_loss, _mask_targets
 from .rpn import _generate_proposals_batch, _rpn_loss, _rpn_targets_batch
 
@@ -99,12 +100,13 @@ class Features(NamedTuple):
 
 class PoolCache(NamedTuple):
     """What ``_pool_backward`` needs: the RoIs (R x 5), RoIPool's argmax (None for RoIAlign), the map's shape,
-    the output size and the map's stride."""
+    the output size, the map's stride and RoIAlign's ``AlignPlan`` (None for RoIPool)."""
     rois: Any
     argmax: Any
     shape: tuple
     size: int
     stride: int
+    plan: Any
 
 
 class HeadGradients(NamedTuple):
@@ -129,6 +131,7 @@ class MaskRCNN(Module):
         super().__init__()
         self.config = cfg = config or ModelConfig()
         check_config(cfg)
+        self._anchors = {}                                   # (backend, dtype) -> the anchors, made once
         width2, width3, width4 = cfg.channels[1:]
         k = len(cfg.anchor_sizes) * len(cfg.anchor_ratios)
         self.backbone = Backbone(cfg.channels, cfg.groups, rng=rng, stride=cfg.backbone_stride)
@@ -149,10 +152,18 @@ class MaskRCNN(Module):
 
     # ---------------------------------------------------------------------------------------------------
     def anchors(self, dtype="float32"):
-        cfg = self.config
-        return _generate_anchors((cfg.image_size, cfg.image_size), float(cfg.backbone_stride),
-                                 [float(s) for s in cfg.anchor_sizes], [float(r) for r in cfg.anchor_ratios],
-                                 float(cfg.anchor_offset), dtype)
+        """The A x 4 anchors of the RPN's grid. They depend on the config alone, so each backend and dtype's are
+        made once and kept (read-only: every step reads the same array)."""
+        key = (backend.name, str(dtype))
+        if key not in self._anchors:
+            cfg = self.config
+            anchors = _generate_anchors(
+                (cfg.image_size, cfg.image_size), float(cfg.backbone_stride), [float(s) for s in cfg.anchor_sizes],
+                [float(r) for r in cfg.anchor_ratios], float(cfg.anchor_offset), dtype)
+            if backend.name == "numpy":
+                anchors.flags.writeable = False      # shared by every step: a write would be a bug
+            self._anchors[key] = anchors
+        return self._anchors[key]
 
     @property
     def dtype(self):
@@ -193,19 +204,19 @@ class MaskRCNN(Module):
                                          int(post_nms), float(cfg.rpn_nms), 1e-3)
 
     def _pool(self, fmap, stride, boxes_per_image, size):
-        """RoIAlign (or RoIPool) of each image's boxes on a map of this stride -> (features, ``PoolCache``)."""
+        """RoIAlign (or RoIPool) of each image's boxes on a map of this stride -> (features, ``PoolCache``).
+        RoIAlign's interpolation matrices are made once, here, and the backward reads them from the cache."""
         rois = rois_from_boxes(boxes_per_image, fmap.dtype)
         if self.config.roi_op == "pool":
             feats, argmax = _roi_pool(fmap, rois, (size, size), 1 / stride, "caffe")
-        else:
-            feats, argmax = _roi_align(fmap, rois, (size, size), 1 / stride, self.config.sampling_ratio, True), None
-        return feats, PoolCache(rois, argmax, fmap.shape, size, stride)
+            return feats, PoolCache(rois, argmax, fmap.shape, size, stride, None)
+        plan = _align_plan(rois, fmap.shape, (size, size), 1 / stride, self.config.sampling_ratio, True, fmap.dtype)
+        return _roi_align_planned(fmap, plan), PoolCache(rois, None, fmap.shape, size, stride, plan)
 
     def _pool_backward(self, dfeats, cache):
         if cache.argmax is not None:
             return _roi_pool_backward(dfeats, cache.argmax, cache.shape, cache.rois)
-        return _roi_align_backward(dfeats, cache.rois, cache.shape, (cache.size, cache.size), 1 / cache.stride,
-                                   self.config.sampling_ratio, True)
+        return _roi_align_backward_planned(dfeats, cache.plan)
 
     # ---------------------------------------------------------------------------------------------------
     def loss_and_backward(self, images, targets, rng, proposals=None):

@@ -46,6 +46,7 @@ class Optimizer:
         self.counts = {}                                      # name -> updates of that parameter so far
         self.state = {slot: {} for slot in self.slots}        # slot -> name -> array like the parameter
         self._flat = {}                                       # slot -> one array holding every parameter's
+        self._flat_params = _end_to_end(params)               # the array the parameters are views of, or None
 
     def hyperparameters(self):
         """The settings saved with the state (floats and bools), e.g. ``{"lr": 0.01, "momentum": 0.9}``."""
@@ -223,13 +224,16 @@ class Adam(Optimizer):
         if len(counts) != 1 or len({p.dtype for p in params.values()}) != 1:
             return False
         xp = backend.get_array_module(*params.values())
-        p = xp.concatenate([q.ravel() for q in params.values()])
+        p = self._flat_params          # the layers' parameters are views into it (Module.flatten_parameters)
+        if p is None:
+            p = xp.concatenate([q.ravel() for q in params.values()])
         g = xp.concatenate([grads[name].ravel() for name in params]).astype(p.dtype, copy=False)
         self.update(None, p, g, counts.pop())
-        offset = 0
-        for q in params.values():                             # the new values back into the layers' arrays
-            q[...] = p[offset:offset + q.size].reshape(q.shape)
-            offset += q.size
+        if self._flat_params is None:
+            offset = 0
+            for q in params.values():                         # the new values back into the layers' arrays
+                q[...] = p[offset:offset + q.size].reshape(q.shape)
+                offset += q.size
         return True
 
     def update(self, name, p, g, t=None):
@@ -244,13 +248,23 @@ class Adam(Optimizer):
         else:
             m, v = self._slot("exp_avg", name, p), self._slot("exp_avg_sq", name, p)
             t = self.counts[name]                             # this parameter's updates, as PyTorch
-        m *= self.beta1
-        m += (1 - self.beta1) * g
-        v *= self.beta2
-        v += (1 - self.beta2) * (g * g)
         correction1, correction2 = 1 - self.beta1 ** t, 1 - self.beta2 ** t
-        denom = xp.sqrt(v) / math.sqrt(correction2) + self.eps
-        p -= (self.lr / correction1) * (m / denom)
+        # m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  p -= lr / c1 * m / (sqrt(v) / sqrt(c2) + eps).
+        # Written into one scratch array (``out=``): the same operations in the same order as the formula, so
+        # the same numbers, without a new array (a page-faulting allocation, on the CPU) for every step of it.
+        scratch = xp.multiply(1 - self.beta1, g)
+        m *= self.beta1
+        m += scratch
+        xp.multiply(g, g, out=scratch)
+        scratch *= 1 - self.beta2
+        v *= self.beta2
+        v += scratch
+        xp.sqrt(v, out=scratch)
+        scratch /= math.sqrt(correction2)
+        scratch += self.eps
+        xp.divide(m, scratch, out=scratch)
+        scratch *= self.lr / correction1
+        p -= scratch
 
 
 class AdamW(Adam):
@@ -303,6 +317,21 @@ class WarmupCosineLR(_Warmup):
         t = min(step, self.total_steps) / self.total_steps
         cosine = self.min_lr + (self.base_lr - self.min_lr) * 0.5 * (1 + math.cos(math.pi * t))
         return cosine * self.warmup(step)
+
+
+def _end_to_end(params):
+    """The flat array whose consecutive views the parameters are, in order (``Module.flatten_parameters``),
+    or None."""
+    arrays = list(params.values())
+    flat = arrays[0].base
+    if flat is None or flat.ndim != 1 or len({a.dtype for a in arrays}) != 1:
+        return None
+    at = backend.address(flat)
+    for a in arrays:
+        if a.base is not flat or backend.address(a) != at or not a.flags.c_contiguous:
+            return None
+        at += a.nbytes
+    return flat if at == backend.address(flat) + flat.nbytes else None
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -27,6 +27,8 @@ itself, so nothing is checked twice.
 """
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 from . import backend
 from ._validate import as_float_array, check_finite, check_ndim, check_rois, number, pair
 
@@ -50,9 +52,9 @@ def rois_from_boxes(boxes_per_image, dtype="float32"):
     xp = backend.get_array_module(*boxes_per_image) if boxes_per_image else backend.xp
     if not boxes_per_image:
         return xp.zeros((0, 5), dtype=dtype)
-    index = xp.concatenate([xp.full(len(b), i, dtype=dtype) for i, b in enumerate(boxes_per_image)])
-    boxes = xp.concatenate([xp.asarray(b, dtype=dtype).reshape(-1, 4) for b in boxes_per_image])
-    return xp.concatenate([index[:, None], boxes], axis=1)
+    boxes = [xp.asarray(b).reshape(-1, 4) for b in boxes_per_image]
+    index = xp.repeat(xp.arange(len(boxes), dtype=dtype), [len(b) for b in boxes])
+    return xp.concatenate([index[:, None], xp.concatenate(boxes).astype(dtype, copy=False)], axis=1)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -77,27 +79,61 @@ def roi_align(features, rois, output_size, spatial_scale=1.0, sampling_ratio=-1,
 def _roi_align(features, rois, output_size, spatial_scale, sampling_ratio, aligned):
     """The maths of ``roi_align``: features N x C x H x W float, rois R x 5 of its dtype (valid image indices
     and boxes), output_size ``(oh, ow)``, spatial_scale a float > 0, sampling_ratio an int, aligned a bool."""
+    plan = _align_plan(rois, features.shape, output_size, spatial_scale, sampling_ratio, aligned, features.dtype)
+    return _roi_align_planned(features, plan)
+
+
+class AlignPlan(NamedTuple):
+    """What RoIAlign's forward and backward share for one set of RoIs on one map (``_align_plan``): the
+    arguments, and each RoI's interpolation matrices in its image's row of an ``N x S`` table (``_slots``)."""
+    rois: Any               # R x 5
+    input_shape: tuple      # (N, C, H, W)
+    output_size: tuple      # (oh, ow)
+    spatial_scale: float
+    sampling_ratio: int
+    aligned: bool
+    batch: Any              # R int64, each RoI's image
+    slot: Any               # R int64, its column in the table
+    Ay_t: Any               # N x S x oh x H
+    Ax_t: Any               # N x S x ow x W
+
+
+def _align_plan(rois, input_shape, output_size, spatial_scale, sampling_ratio, aligned, dtype):
+    """RoIAlign's matrices for these RoIs, made once: the model's forward and backward both read them."""
+    xp = backend.get_array_module(rois)
+    N, C, H, W = input_shape
+    matrices = (None,) * 4
+    if rois.shape[0] and C and H and W:
+        Ay, Ax = _align_matrices(rois, (H, W), output_size, spatial_scale, sampling_ratio, aligned, dtype)
+        batch = rois[:, 0].astype(xp.int64)
+        slot, S = _slots(batch, N, xp)
+        matrices = (batch, slot, _padded(Ay, batch, slot, N, S, xp), _padded(Ax, batch, slot, N, S, xp))
+    return AlignPlan(rois, tuple(input_shape), tuple(output_size), spatial_scale, sampling_ratio, aligned, *matrices)
+
+
+def _roi_align_planned(features, plan):
+    """``_roi_align`` on the matrices of an ``AlignPlan`` made for ``features``' shape."""
     xp = backend.get_array_module(features)
     N, C, H, W = features.shape
-    R = rois.shape[0]
-    oh, ow = output_size
-    if R == 0 or C == 0 or H == 0 or W == 0:   # nothing to sample
-        return xp.zeros((R, C, oh, ow), dtype=features.dtype)
-
-    Ay, Ax = _align_matrices(rois, (H, W), output_size, spatial_scale, sampling_ratio, aligned, features.dtype)
-    batch = rois[:, 0].astype(xp.int64)
-    slot, S = _slots(batch, N, xp)
-    Ay_t, Ax_t = _padded(Ay, batch, slot, N, S, xp), _padded(Ax, batch, slot, N, S, xp)
+    oh, ow = plan.output_size
+    if plan.batch is None:   # nothing to sample
+        return xp.zeros((plan.rois.shape[0], C, oh, ow), dtype=features.dtype)
+    S = plan.Ay_t.shape[1]
     f_t = features.transpose(0, 3, 1, 2).reshape(N, W, C * H)   # columns of the map as GEMM rows
     out = xp.empty((N, S, ow, C, oh), dtype=features.dtype)
     for s0, s1 in _blocks(S, N * ow * C * H, xp):
         k = s1 - s0
         # contract x:  (N, k*ow, W) @ (N, W, C*H)  ->  per RoI a (ow*C) x H block
-        t = xp.matmul(Ax_t[:, s0:s1].reshape(N, k * ow, W), f_t).reshape(N * k, ow * C, H)
+        t = xp.matmul(plan.Ax_t[:, s0:s1].reshape(N, k * ow, W), f_t).reshape(N * k, ow * C, H)
         # contract y:  (ow*C, H) @ (H, oh) for every RoI
-        ay = Ay_t[:, s0:s1].reshape(N * k, oh, H).transpose(0, 2, 1)
+        ay = plan.Ay_t[:, s0:s1].reshape(N * k, oh, H).transpose(0, 2, 1)
         out[:, s0:s1] = xp.matmul(t, ay).reshape(N, k, ow, C, oh)
-    return xp.ascontiguousarray(out[batch, slot].transpose(0, 2, 3, 1))   # R x ow x C x oh -> R x C x oh x ow
+    return xp.ascontiguousarray(out[plan.batch, plan.slot].transpose(0, 2, 3, 1))   # R x ow x C x oh -> R x C x oh x ow
+
+
+def _roi_align_unplanned(features, plan):
+    """``_roi_align_planned`` through ``_roi_align`` (the capstone's stand-in while the student's is in place)."""
+    return _roi_align(features, plan.rois, plan.output_size, plan.spatial_scale, plan.sampling_ratio, plan.aligned)
 
 
 def roi_align_backward(grad_output, rois, input_shape, output_size, spatial_scale=1.0, sampling_ratio=-1,
@@ -123,28 +159,36 @@ def roi_align_backward(grad_output, rois, input_shape, output_size, spatial_scal
 def _roi_align_backward(grad_output, rois, input_shape, output_size, spatial_scale, sampling_ratio, aligned):
     """The maths of ``roi_align_backward``: grad_output R x C x oh x ow float, rois R x 5 of its dtype,
     input_shape ``(N, C, H, W)`` ints; the rest as ``_roi_align``'s."""
-    xp = backend.get_array_module(grad_output)
-    N, C, H, W = input_shape
-    R = rois.shape[0]
-    oh, ow = output_size
-    dtype = grad_output.dtype
-    if R == 0 or C == 0 or H == 0 or W == 0:   # nothing was sampled
-        return xp.zeros((N, C, H, W), dtype=dtype)
+    plan = _align_plan(rois, input_shape, output_size, spatial_scale, sampling_ratio, aligned, grad_output.dtype)
+    return _roi_align_backward_planned(grad_output, plan)
 
-    Ay, Ax = _align_matrices(rois, (H, W), output_size, spatial_scale, sampling_ratio, aligned, dtype)
-    batch = rois[:, 0].astype(xp.int64)
-    slot, S = _slots(batch, N, xp)
-    Ay_t, Ax_t = _padded(Ay, batch, slot, N, S, xp), _padded(Ax, batch, slot, N, S, xp)
-    g_t = _padded(grad_output.transpose(0, 3, 1, 2), batch, slot, N, S, xp)   # N x S x ow x C x oh
+
+def _roi_align_backward_planned(grad_output, plan):
+    """``_roi_align_backward`` on the matrices of the forward's ``AlignPlan``."""
+    xp = backend.get_array_module(grad_output)
+    N, C, H, W = plan.input_shape
+    oh, ow = plan.output_size
+    dtype = grad_output.dtype
+    if plan.batch is None:   # nothing was sampled
+        return xp.zeros((N, C, H, W), dtype=dtype)
+    S = plan.Ay_t.shape[1]
+    g_t = _padded(grad_output.transpose(0, 3, 1, 2), plan.batch, plan.slot, N, S, xp)   # N x S x ow x C x oh
     df_t = xp.zeros((N, W, C * H), dtype=dtype)
     for s0, s1 in _blocks(S, N * ow * C * H, xp):
         k = s1 - s0
         # spread over rows:  (ow*C, oh) @ (oh, H) for every RoI
-        u = xp.matmul(g_t[:, s0:s1].reshape(N * k, ow * C, oh), Ay_t[:, s0:s1].reshape(N * k, oh, H))
+        u = xp.matmul(g_t[:, s0:s1].reshape(N * k, ow * C, oh), plan.Ay_t[:, s0:s1].reshape(N * k, oh, H))
         # spread over columns and sum the RoIs of each image:  (N, W, k*ow) @ (N, k*ow, C*H)
-        ax = Ax_t[:, s0:s1].reshape(N, k * ow, W).transpose(0, 2, 1)
+        ax = plan.Ax_t[:, s0:s1].reshape(N, k * ow, W).transpose(0, 2, 1)
         df_t += xp.matmul(ax, u.reshape(N, k * ow, C * H))
     return xp.ascontiguousarray(df_t.reshape(N, W, C, H).transpose(0, 2, 3, 1))
+
+
+def _roi_align_backward_unplanned(grad_output, plan):
+    """``_roi_align_backward_planned`` through ``_roi_align_backward`` (the capstone's stand-in while the
+    student's is in place)."""
+    return _roi_align_backward(grad_output, plan.rois, plan.input_shape, plan.output_size, plan.spatial_scale,
+                               plan.sampling_ratio, plan.aligned)
 
 
 def _align_matrices(rois, feature_hw, output_size, spatial_scale, sampling_ratio, aligned, dtype):

@@ -399,6 +399,7 @@ def train(out_dir, model_config=None, train_config=None, resume=False, data=None
         source = CocoData(*_split_dataset(data, tcfg), tcfg.seed, {"kind": "coco", "coco_gt": str(data.ann_file),
                                                                  "images": str(data.image_dir)})
     model = MaskRCNN(mcfg, rng=np.random.default_rng(tcfg.seed))
+    model.flatten_parameters()        # AdamW then updates one array in place
     opt = AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     schedule = WarmupCosineLR(tcfg.lr, tcfg.steps, tcfg.warmup_steps, min_lr=tcfg.min_lr)
     config = dict(model=mcfg.to_dict(), train=asdict(tcfg), class_names=list(class_names or source.class_names),

@@ -45,6 +45,27 @@ def test_operators_functions_reductions_and_round_trips_are_counted_once_each():
     assert names[("other", "exp")] == 1 and names[("other", "__getitem__")] == 1
 
 
+def test_what_returns_a_device_array_itself_is_not_counted_and_a_transfer_is():
+    """CuPy's ``asarray`` / ``ascontiguousarray`` of a device array already of that kind, and ``astype(dtype,
+    copy=False)`` to its own dtype, return the array itself: no kernel. A conversion, a copy, or a host array
+    sent to the device counts."""
+    backend.use("numpy")
+
+    def work(w):
+        xp = backend.xp
+        xp.asarray(w)                        # itself: 0
+        xp.ascontiguousarray(w)              # itself: 0
+        w.astype(w.dtype, copy=False)        # itself: 0
+        xp.asarray(w, dtype=xp.float32)      # a conversion: 1
+        w.astype(xp.float32)                 # a conversion: 1
+        xp.ascontiguousarray(w.T)            # a copy: 1
+        xp.asarray(np.ones(3))               # a host array to the device: 1
+
+    ops, _, names = _run(work, np.ones((2, 3)))
+    assert sum(ops.values()) == 4
+    assert names[("other", "asarray")] == 2 and names[("other", "astype")] == 1
+
+
 def test_each_operation_is_charged_to_the_innermost_library_module():
     from mrcnn_edu.boxes import _box_iou
     backend.use("numpy")

@@ -154,9 +154,13 @@ def test_conv_transpose2d_paints_the_kernel(xp):
     assert_close(out[0, 0], expected, "painted kernel")
 
 
-def test_im2col_col2im_are_adjoint(xp, rng):
-    x = normal(rng, (2, 3, 7, 6), xp)
-    args = ((3, 2), (2, 1), (1, 2))
+@pytest.mark.parametrize("shape, args", [
+    ((2, 3, 7, 6), ((3, 2), (2, 1), (1, 2))),
+    ((2, 3, 6, 6), ((2, 3), (2, 3), (0, 0))),    # windows that tile the image: col2im only reorders
+    ((2, 3, 7, 6), ((2, 2), (2, 2), (0, 0))),    # stride = kernel, but the last row is in no window
+])
+def test_im2col_col2im_are_adjoint(xp, rng, shape, args):
+    x = normal(rng, shape, xp)
     cols = F.im2col(x, *args)
     y = normal(rng, cols.shape, xp)
     np.testing.assert_allclose(float(xp.sum(cols * y)), float(xp.sum(x * F.col2im(y, x.shape, *args))),

@@ -193,3 +193,44 @@ def test_adamw_on_flat_buffers_equals_the_update_one_parameter_at_a_time(xp, ski
         for slot in ("exp_avg", "exp_avg_sq"):
             assert np.array_equal(host(flat_state["slots"][slot][n]), host(loop_state["slots"][slot][n]))
     assert flat_state["counts"] == loop_state["counts"]
+
+
+def test_parameters_laid_end_to_end_are_updated_in_their_one_array(xp):
+    """``Module.flatten_parameters``: every layer's parameter a view into one array, same values; AdamW then
+    updates that array in place (no copies in and out) and gives the numbers of separate arrays, bit for bit;
+    the layers see the new values; a checkpoint-style in-place load still reaches them."""
+    from mrcnn_edu.nn import Conv2d, Linear, Sequential
+    gen = np.random.default_rng(3)
+
+    def net():
+        return Sequential(Conv2d(3, 4, 3, rng=np.random.default_rng(0)), Linear(6, 5, rng=np.random.default_rng(1)))
+
+    separate, flat = net(), net()
+    base = flat.flatten_parameters()
+    params = flat.parameters()
+    assert base.ndim == 1 and base.size == sum(p.size for p in params.values())
+    assert all(p.base is base for p in params.values())
+    for n, p in separate.parameters().items():
+        assert np.array_equal(host(p), host(params[n]))
+    runs = []
+    for model in (separate, flat):
+        opt = optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-2)
+        assert (opt._flat_params is base) == (model is flat)
+        for step in range(4):
+            opt.step({n: xp.asarray(gen.standard_normal(p.shape).astype(p.dtype)) for n, p in
+                      model.parameters().items()} if step != 2 else {})
+        runs.append(model.parameters())
+        gen = np.random.default_rng(3)     # the same gradients for the second model
+    for n in runs[0]:
+        assert np.array_equal(host(runs[0][n]), host(runs[1][n])), n
+    assert runs[1]["0.weight"] is flat.parameters()["0.weight"]          # the layer's array, updated in place
+    params["1.bias"][...] = 7.0                                          # as load_checkpoint writes
+    assert float(host(base)[-1]) == 7.0
+
+
+def test_parameters_that_are_not_end_to_end_take_the_copying_path(xp):
+    flat = xp.zeros(10, dtype=xp.float32)
+    params = {"a": flat[4:10].reshape(2, 3), "b": flat[0:4]}            # views, but out of order
+    assert optim.AdamW(params)._flat_params is None
+    assert optim.AdamW({"a": flat[0:4], "b": flat[4:9]})._flat_params is None     # not the whole array
+    assert optim.AdamW({"a": flat[0:4], "b": flat[4:10]})._flat_params is flat

@@ -123,6 +123,23 @@ class Module:
         """Every parameter by dotted name; the arrays themselves (updated in place by optimizers)."""
         return dict(self._named("params"))
 
+    def flatten_parameters(self):
+        """Lay every parameter end to end in one flat array, each layer's parameter a view into it (the same
+        values, the ``parameters()`` order); returns that array. An optimizer that updates every parameter at
+        once (``Adam``, ``AdamW``) then updates it in place, with no copy of the parameters in and out each
+        step. Call it before making the optimizer; the parameters must share one dtype."""
+        owners = [(m, key) for m in self.modules() for key in m.params]   # the parameters() order
+        arrays = [m.params[key] for m, key in owners]
+        if len({a.dtype for a in arrays}) > 1:
+            raise TypeError("flatten_parameters: the parameters have more than one dtype")
+        xp = backend.get_array_module(*arrays)
+        flat = xp.concatenate([a.ravel() for a in arrays])
+        offset = 0
+        for (m, key), a in zip(owners, arrays):
+            m.params[key] = flat[offset:offset + a.size].reshape(a.shape)
+            offset += a.size
+        return flat
+
     def gradients(self):
         """Every gradient computed since the last ``zero_grad``, by the same dotted names as ``parameters``."""
         return dict(self._named("grads"))
