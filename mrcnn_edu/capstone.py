@@ -35,11 +35,12 @@ the public signature; all is put back afterwards. So a library function your cop
 ``box_iou``) is yours where you wrote it, and a working copy that only re-exports the library is "yours" and
 gives the reference to the digit. The shapes data set is made by the library alone, the same for both runs.
 
-Where the model does for the whole batch at once what a core you can write does image by image (the proposals
-of every image, ``rpn._generate_proposals_batch``), the batched core is replaced, while any function it is made
-of is yours, by the library's loop over the images that calls the per-image core (``BATCHED`` names each
-pair): so your ``generate_proposals`` (or the ``nms`` or ``box_iou`` inside it) runs once an image, as it would
-in a loop. The two give the same numbers to the last bit, so the reference run does not depend on which runs.
+Where the model does at once what a core you can write does piece by piece (the proposals of every image,
+``rpn._generate_proposals_batch``; RoIAlign's matrices made once for its forward and backward), the model calls,
+while any function that core is made of is yours, the library's stand-in that does it piece by piece through
+the per-image core (``BATCHED`` names each pair): so your ``generate_proposals`` (or the ``nms`` or ``box_iou``
+inside it) runs once an image, as it would in a loop. The two give the same numbers to the last bit, so the
+reference run does not depend on which runs.
 
 ===========  ================================  ============================================  =================
 lesson       your function                     replaces                                      when
@@ -251,10 +252,12 @@ ENTRIES = (
     Entry("09_evaluate", "average_precision", _only("ap", "average_precision"), "AP"),
     Entry("09_evaluate", "ap_at_thresholds", _only("ap", "ap_at_thresholds"), "AP"),
 )
-# The model's batched cores: each does for the whole batch at once what a per-image core does image by image,
-# and names the per-image loop that stands in for it while any function it is made of is yours (so your
-# per-image function is called, image by image, with exactly the library's arguments). A test traces each loop
-# and checks that every function of ENTRIES it calls is named here.
+# The model's batched cores: each does at once what cores you can write do piece by piece (every image's
+# proposals; RoIAlign's matrices made once for the forward and the backward), and names the library's stand-in
+# that does it piece by piece, through those cores. While any function a core is made of is yours, the model
+# (model.py, the one caller) calls the stand-in instead, so your function is called with exactly the
+# library's arguments. A test traces each stand-in and checks that every function of ENTRIES it calls is
+# named here.
 BATCHED = (
     ("mrcnn_edu.rpn._generate_proposals_batch", "mrcnn_edu.rpn._generate_proposals_each",
      ("box_area", "box_iou", "box_decode", "nms", "generate_proposals")),
@@ -699,11 +702,16 @@ class substituted:
                 else:
                     new = _replacement(stage, original, adapter)
                 by_id[id(original)] = (original, new)
+        return by_id
+
+    def _stand_ins(self):
+        """``{id(batched core): (it, the library's per-image stand-in)}`` for the cores made of yours."""
+        chosen = {}
         for batched, each, made_of in BATCHED:      # your per-image function, or one it calls: the loop
             if set(made_of) & set(self.stages):
                 original = _resolve(batched)
-                by_id[id(original)] = (original, _resolve(each))
-        return by_id
+                chosen[id(original)] = (original, _resolve(each))
+        return chosen
 
     def __enter__(self):
         by_id = self._replacements()
@@ -712,9 +720,11 @@ class substituted:
         backend.use("numpy")
         holders = [m for n, m in list(sys.modules.items()) if m is not None and n != __name__
                    and (n == "mrcnn_edu" or n.startswith("mrcnn_edu.")) and not n.startswith(_KEPT)]
+        stand_ins = self._stand_ins()
         for module in holders + list(self.modules.values()):
+            replace = {**by_id, **stand_ins} if module.__name__ == "mrcnn_edu.model" else by_id
             for attr, value in list(vars(module).items()):
-                hit = by_id.get(id(value))
+                hit = replace.get(id(value))
                 if hit is not None and hit[0] is value:
                     self._undo.append((module, attr, value))
                     setattr(module, attr, hit[1])

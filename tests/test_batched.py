@@ -162,7 +162,7 @@ def test_a_student_function_inside_a_batched_core_puts_the_loop_back(tmp_path):
         assert model._generate_proposals_batch is rpn._generate_proposals_each
         got = model._generate_proposals_batch(anchors, objectness, deltas, size, *settings)
     assert sub.stages["nms"].calls == len(objectness)
-    assert model._generate_proposals_batch is rpn._generate_proposals_batch    # put back
+    assert model._generate_proposals_batch is rpn._generate_proposals_batch    # put back (rpn's never changed)
     for a, b in zip(got, expected):
         np.testing.assert_array_equal(a, b)
     with substituted([r for r in rows if r.entry.function == "rpn_loss"], modules):

@@ -158,7 +158,8 @@ def test_the_substitution_is_undone_even_after_an_error(tmp_path):
             assert len(sub.stages) == len(ENTRIES)    # every function "yours" (re-exports of the reference)
             assert model._rpn_loss is rpn._rpn_loss is not original
             assert model._rpn_loss.__wrapped__ is original
-            assert model._rpn_targets_batch is rpn._rpn_targets_batch is rpn._rpn_targets_each   # the loop
+            assert model._rpn_targets_batch is rpn._rpn_targets_each is not batched              # the loop
+            assert rpn._rpn_targets_batch is batched                   # only the model's calls change
             raise KeyError("boom")
     assert snapshot() == before and model._rpn_loss is original and model._rpn_targets_batch is batched
 
