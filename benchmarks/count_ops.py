@@ -14,9 +14,15 @@ also waits for every kernel before it. Both are counted here on NumPy, so the co
   assignments into arrays and a few other methods count one operation each. Views (reshape, transpose,
   basic slicing) launch nothing on a GPU and are not counted, nor are ``xp.asarray`` /
   ``xp.ascontiguousarray`` of a device array that is already what they ask for and ``astype(..., copy=False)``
-  to its own dtype (CuPy returns the array itself); ``xp.asarray`` of a host array (a transfer) counts;
+  to its own dtype (CuPy returns the array itself), nor ``xp.split``, ``xp.broadcast_to`` and the other
+  functions that return views, nor ``xp.empty`` (an allocation); ``xp.asarray`` of a host array (a transfer)
+  counts, and a mean (``x.mean()``, one reduction kernel in CuPy, two ufuncs in NumPy) counts once;
 * each operation is charged to the innermost library module on the call stack (``backend.py`` aside), so
   the table says which stage launches what.
+
+A third column counts the size syncs: an operation whose result's size depends on the data (``nonzero``,
+indexing with a boolean mask, assigning an array through one) makes CuPy read that size back before it can
+allocate the result, a wait for the device like a round trip, though none of the issue's kinds.
 
 The counts are a model of a GPU's launches, not a trace of CuPy: a CuPy call may launch more than one kernel
 (a reduction with ``keepdims``, a sort), and a CuPy-only fused kernel would count as one. They are exact and
@@ -38,20 +44,29 @@ from mrcnn_edu import backend  # noqa: E402
 
 # ndarray methods that compute (a kernel each on a GPU) without going through a ufunc or NumPy function
 COUNTED_METHODS = ("astype", "copy", "argmax", "argmin", "argsort", "nonzero", "repeat", "take", "dot", "sort",
-                   "fill", "cumsum", "round", "__getitem__", "__setitem__")
+                   "fill", "cumsum", "round", "mean", "var", "std", "__getitem__", "__setitem__")
 # functions that return a device array itself when it is already what they make (no kernel on a GPU); they
 # count when they copy, and always for a host array (a transfer to the device)
 AS_IS = ("asarray", "asanyarray", "ascontiguousarray")
+# functions that launch nothing on a GPU: an allocation, or a view of their input (counted if NumPy copied)
+NO_KERNEL = ("empty", "empty_like")
+VIEWS = ("split", "array_split", "broadcast_to", "moveaxis", "swapaxes", "expand_dims", "squeeze", "transpose",
+         "reshape", "ravel")
 # methods and conversions that bring a value back to the host (a synchronization on a GPU)
 ROUND_TRIPS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
+# operations whose result has a size that depends on the data: CuPy reads that size back to allocate the
+# result, a wait for the device like a round trip. Counted apart (each is also an operation), as are indexing
+# with a boolean mask and assigning an array through one.
+SIZE_SYNCS = ("nonzero", "flatnonzero", "argwhere", "unique", "compress", "extract")
 
 
 class Tally:
-    """The operations and host round trips counted so far, by library module."""
+    """The operations, host round trips and size syncs counted so far, by library module."""
 
     def __init__(self):
         self.ops = Counter()
         self.round_trips = Counter()
+        self.syncs = Counter()        # operations whose result's size the host must read (SIZE_SYNCS)
         self.names = Counter()        # (module, operation name): for the details
         self.active = False
 
@@ -59,8 +74,9 @@ class Tally:
         if not self.active:
             return
         module = _library_caller()
-        (self.ops if kind == "op" else self.round_trips)[module] += 1
-        self.names[(module, name)] += 1
+        {"op": self.ops, "round trip": self.round_trips, "sync": self.syncs}[kind][module] += 1
+        if kind != "sync":
+            self.names[(module, name)] += 1
 
 
 TALLY = Tally()
@@ -124,6 +140,8 @@ def _counting_method(name, kind):
         result = base(self.view(np.ndarray), *_plain(args), **{k: _plain(v) for k, v in kwargs.items()})
         if not (name == "astype" and _same_array(self, result)):   # astype(copy=False) to its own dtype: itself
             TALLY.add(kind, name)
+        if name == "nonzero" or (name in ("__getitem__", "__setitem__") and _masked(args)):
+            TALLY.add("sync", name)
         return _counted(result)
     method.__name__ = name
     return method
@@ -133,6 +151,14 @@ def _same_array(a, b):
     """Whether ``b`` is ``a`` itself, seen anew (same memory, shape and dtype): no copy was made."""
     return (isinstance(b, np.ndarray) and a.shape == b.shape and a.dtype == b.dtype
             and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
+
+
+def _masked(args):
+    """Whether ``a[index]`` / ``a[index] = value`` (``args``) goes through a boolean mask (an array as the
+    value, for an assignment): the result's size, or the values' places, depend on the mask's content."""
+    parts = args[0] if isinstance(args[0], tuple) else (args[0],)
+    boolean = any(isinstance(p, np.ndarray) and p.dtype == bool for p in parts)
+    return boolean and (len(args) == 1 or (isinstance(args[1], np.ndarray) and args[1].ndim > 0))
 
 
 def _fancy(index):
@@ -165,9 +191,26 @@ class _CountingUfunc:
 
 def _call(func, name, args, kwargs):
     result = func(*_plain(args), **{k: _plain(v) for k, v in kwargs.items()})
-    if not (name in AS_IS and args and isinstance(args[0], Counted) and _same_array(args[0], result)):
+    if not _launches_nothing(name, args, result):
         TALLY.add("op", name)
+    if name in SIZE_SYNCS:
+        TALLY.add("sync", name)
     return _counted(result)
+
+
+def _launches_nothing(name, args, result):
+    """Whether the call ``name(*args) -> result`` would launch no kernel on a GPU (see ``AS_IS``, ``NO_KERNEL``,
+    ``VIEWS``)."""
+    if name in NO_KERNEL:
+        return True
+    if not args or not isinstance(args[0], Counted):
+        return False
+    if name in AS_IS:
+        return _same_array(args[0], result)
+    if name in VIEWS:
+        first = result[0] if isinstance(result, (list, tuple)) and result else result
+        return isinstance(first, np.ndarray) and np.may_share_memory(_plain(args[0]), _plain(first))
+    return False
 
 
 class CountingModule:
@@ -217,7 +260,7 @@ def counting(model, opt=None):
 
 def count_steps(model, opt, batches, step_fn, warmup=1):
     """Run ``step_fn(model, opt, batch, i)`` on each batch; the steps after ``warmup`` are counted. Returns
-    ``(ops by module, round trips by module, (module, name) counts)``, per counted step."""
+    ``(ops by module, round trips by module, (module, name) counts, size syncs by module)``, per counted step."""
     undo = counting(model, opt)
     try:
         TALLY.__init__()
@@ -231,7 +274,7 @@ def count_steps(model, opt, batches, step_fn, warmup=1):
 
     def per_step(counter):
         return {k: v / n for k, v in counter.most_common()}
-    return per_step(TALLY.ops), per_step(TALLY.round_trips), per_step(TALLY.names)
+    return per_step(TALLY.ops), per_step(TALLY.round_trips), per_step(TALLY.names), per_step(TALLY.syncs)
 
 
 def main(argv=None):
@@ -254,19 +297,21 @@ def main(argv=None):
     model.flatten_parameters()        # as train.train does
     opt = AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     batches = [[data[4 * i + k] for k in range(4)] for i in range(args.warmup + args.steps)]
-    ops, trips, names = count_steps(model, opt, batches, lambda m, o, b, i: train_step(m, o, b, i), args.warmup)
+    ops, trips, names, syncs = count_steps(model, opt, batches, lambda m, o, b, i: train_step(m, o, b, i),
+                                           args.warmup)
     print(f"one training step of the default model (batch 4, 128 px), mean over {args.steps} steps:")
-    print(f"{'module':<20}{'array ops':>12}{'round trips':>14}")
-    for module in sorted(set(ops) | set(trips), key=lambda m: -ops.get(m, 0)):
-        print(f"{module:<20}{ops.get(module, 0):>12.0f}{trips.get(module, 0):>14.0f}")
-    print(f"{'total':<20}{sum(ops.values()):>12.0f}{sum(trips.values()):>14.0f}")
+    print(f"{'module':<20}{'array ops':>12}{'round trips':>14}{'size syncs':>13}")
+    for module in sorted(set(ops) | set(trips) | set(syncs), key=lambda m: -ops.get(m, 0)):
+        print(f"{module:<20}{ops.get(module, 0):>12.0f}{trips.get(module, 0):>14.0f}{syncs.get(module, 0):>13.0f}")
+    print(f"{'total':<20}{sum(ops.values()):>12.0f}{sum(trips.values()):>14.0f}{sum(syncs.values()):>13.0f}")
     print(f"\nthe {args.top} most frequent (module: operation):")
     for (module, name), n in list(names.items())[:args.top]:
         print(f"  {n:8.0f}  {module}: {name}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"ops": ops, "round_trips": trips,
+        Path(args.json).write_text(json.dumps({"ops": ops, "round_trips": trips, "size_syncs": syncs,
                                                "total_ops": sum(ops.values()),
-                                               "total_round_trips": sum(trips.values())}, indent=1))
+                                               "total_round_trips": sum(trips.values()),
+                                               "total_size_syncs": sum(syncs.values())}, indent=1))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from _common import choose_backend, synchronize  # noqa: E402
 from mrcnn_edu import backend  # noqa: E402
 from mrcnn_edu.data.shapes import ShapesDataset  # noqa: E402
 from mrcnn_edu.model import MaskRCNN, ModelConfig  # noqa: E402
-from mrcnn_edu.optim import AdamW, clip_grad_norm  # noqa: E402
+from mrcnn_edu.optim import AdamW, clip_grad_norm, lay_end_to_end  # noqa: E402
 from mrcnn_edu.train import _to_targets  # noqa: E402
 
 try:
@@ -55,7 +55,7 @@ def train_step(model, opt, samples, step):
     targets = _to_targets([s[1] for s in samples], [s[2] for s in samples])
     model.zero_grad()
     model.loss_and_backward(images, targets, np.random.default_rng([0, step, 1]))
-    grads = model.gradients()
+    grads = lay_end_to_end(model.gradients(), opt.params)
     clip_grad_norm(grads, 10.0)
     opt.step(grads)
     backend.synchronize()

@@ -224,6 +224,9 @@ def _box_decode_backward(dboxes, deltas, reference, weights=RPN_BOX_WEIGHTS, cli
 
 
 # ------------------------------------------------------------------------------------------------ NMS
+_ITERATIONS_PER_CHECK = 4   # NMS's fixed-point iterations between two reads of "did anything change?"
+
+
 def _greedy_keep(suppresses):
     """Solve greedy NMS on a score-sorted N x N "i suppresses j" matrix (True only for i < j).
 
@@ -237,14 +240,22 @@ def _greedy_keep(suppresses):
     iterations, and in practice after a handful: it only needs as many iterations as the longest chain of
     "A suppresses B, B would have suppressed C" decisions. Each iteration is one matrix-vector product.
     A batch of matrices, B x N x N, is solved at once (B x N; each image's answer is its own alone, and
-    the loop runs as long as the slowest image needs).
+    the loop runs as long as the slowest image needs). Whether an iteration changed anything is read back
+    only every ``_ITERATIONS_PER_CHECK``-th (each read waits for the device): iterating past the solution
+    leaves it as it is.
     """
     xp = backend.get_array_module(suppresses)
     # float32 counts are exact up to 2**24 boxes, and matmul runs on BLAS / cuBLAS.
     suppresses = suppresses.astype(xp.float32)
+
+    def iterate(keep):
+        return (keep.astype(xp.float32)[..., None, :] @ suppresses)[..., 0, :] == 0
+
     keep = xp.ones(suppresses.shape[:-1], dtype=bool)
     while True:
-        new_keep = (keep.astype(xp.float32)[..., None, :] @ suppresses)[..., 0, :] == 0
+        for _ in range(_ITERATIONS_PER_CHECK - 1):
+            keep = iterate(keep)
+        new_keep = iterate(keep)
         if bool(xp.all(new_keep == keep)):
             return keep
         keep = new_keep

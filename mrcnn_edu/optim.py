@@ -24,7 +24,7 @@ import math
 from . import backend
 from ._validate import number
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "WarmupCosineLR", "clip_grad_norm",
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "WarmupCosineLR", "clip_grad_norm", "lay_end_to_end",
            "global_grad_norm"]
 
 
@@ -227,7 +227,10 @@ class Adam(Optimizer):
         p = self._flat_params          # the layers' parameters are views into it (Module.flatten_parameters)
         if p is None:
             p = xp.concatenate([q.ravel() for q in params.values()])
-        g = xp.concatenate([grads[name].ravel() for name in params]).astype(p.dtype, copy=False)
+        g = _end_to_end(grads) if list(grads) == list(params) else None     # laid out by lay_end_to_end
+        if g is None:
+            g = xp.concatenate([grads[name].ravel() for name in params])
+        g = g.astype(p.dtype, copy=False)
         self.update(None, p, g, counts.pop())
         if self._flat_params is None:
             offset = 0
@@ -319,9 +322,29 @@ class WarmupCosineLR(_Warmup):
         return cosine * self.warmup(step)
 
 
+def lay_end_to_end(arrays, names):
+    """``arrays`` (name -> array, e.g. ``model.gradients()``) copied end to end into one flat array, in the
+    order of ``names`` (an optimizer's ``params``; names missing from ``arrays`` are skipped): returns a dict of
+    views into it, by the same names. ``clip_grad_norm`` and the optimizers then work on the one array: a
+    handful of array operations a step instead of a few for every parameter."""
+    present = [name for name in names if name in arrays and arrays[name] is not None]
+    if not present:
+        return {}
+    xp = backend.get_array_module(*(arrays[name] for name in present))
+    flat = xp.concatenate([arrays[name].ravel() for name in present])
+    views, offset = {}, 0
+    for name in present:
+        a = arrays[name]
+        views[name] = flat[offset:offset + a.size].reshape(a.shape)
+        offset += a.size
+    return views
+
+
 def _end_to_end(params):
-    """The flat array whose consecutive views the parameters are, in order (``Module.flatten_parameters``),
-    or None."""
+    """The flat array whose consecutive views the arrays are, in order (``Module.flatten_parameters``,
+    ``lay_end_to_end``), or None."""
+    if not params:
+        return None
     arrays = list(params.values())
     flat = arrays[0].base
     if flat is None or flat.ndim != 1 or len({a.dtype for a in arrays}) != 1:
@@ -347,6 +370,9 @@ def global_grad_norm(grads):
     if not grads:
         return 0.0
     xp = backend.get_array_module(*grads.values())
+    flat = _end_to_end(grads)
+    if flat is not None:                                       # laid end to end: one dot product
+        return math.sqrt(float(xp.vdot(flat, flat)))
     squares = xp.stack([xp.vdot(g.ravel(), g.ravel()) for g in grads.values()])
     return math.sqrt(float(squares.astype(xp.float64).sum()))
 
@@ -364,6 +390,7 @@ def clip_grad_norm(grads, max_norm):
         raise FloatingPointError(f"grads: the gradient norm is {norm}; the step before diverged")
     scale = max_norm / (norm + 1e-6)
     if scale < 1:
-        for g in grads.values():
+        flat = _end_to_end(grads)
+        for g in ([flat] if flat is not None else grads.values()):
             g *= scale
     return norm

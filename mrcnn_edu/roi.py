@@ -98,15 +98,16 @@ class AlignPlan(NamedTuple):
     Ax_t: Any               # N x S x ow x W
 
 
-def _align_plan(rois, input_shape, output_size, spatial_scale, sampling_ratio, aligned, dtype):
-    """RoIAlign's matrices for these RoIs, made once: the model's forward and backward both read them."""
+def _align_plan(rois, input_shape, output_size, spatial_scale, sampling_ratio, aligned, dtype, most=None):
+    """RoIAlign's matrices for these RoIs, made once: the model's forward and backward both read them.
+    ``most``: the most RoIs of one image, when the caller knows it (else it is read back from the device)."""
     xp = backend.get_array_module(rois)
     N, C, H, W = input_shape
     matrices = (None,) * 4
     if rois.shape[0] and C and H and W:
         Ay, Ax = _align_matrices(rois, (H, W), output_size, spatial_scale, sampling_ratio, aligned, dtype)
         batch = rois[:, 0].astype(xp.int64)
-        slot, S = _slots(batch, N, xp)
+        slot, S = _slots(batch, N, xp, most)
         matrices = (batch, slot, _padded(Ay, batch, slot, N, S, xp), _padded(Ax, batch, slot, N, S, xp))
     return AlignPlan(rois, tuple(input_shape), tuple(output_size), spatial_scale, sampling_ratio, aligned, *matrices)
 
@@ -255,10 +256,10 @@ def _axis_weights(start, bin_size, grid, n_bins, size, dtype, xp, g_max=None):
     return weights.reshape(R, n_bins, size)
 
 
-def _slots(batch_index, num_images, xp):
+def _slots(batch_index, num_images, xp, most=None):
     """Place RoIs in an ``N x S`` table, S = most RoIs of one image, so each image is one batched GEMM.
 
-    Returns ``slot`` (R,) with the RoI's column in that table and S.
+    Returns ``slot`` (R,) with the RoI's column in that table and S (``most`` when given: the caller knew it).
     """
     R = batch_index.shape[0]
     order = xp.argsort(batch_index, kind="stable")
@@ -266,7 +267,9 @@ def _slots(batch_index, num_images, xp):
     first = xp.cumsum(counts) - counts                       # index in `order` of each image's first RoI
     slot = xp.empty(R, dtype=xp.int64)
     slot[order] = xp.arange(R) - first[batch_index[order]]
-    return slot, int(counts.max()) if R else 0
+    if most is None:
+        most = int(counts.max()) if R else 0
+    return slot, most
 
 
 def _padded(per_roi, batch_index, slot, num_images, width, xp):

@@ -138,7 +138,8 @@ def _box_head_targets_batch(proposals_per_image, gt_boxes_per_image, gt_labels_p
     image = xp.arange(len(boxes))[:, None]
     labels = xp.where(real_box, _proposal_labels(matches, gt_labels[image, matched]), -1)
     # 3. the balanced mini-batch, in box order
-    keys, _ = _pad_images([xp.asarray(rng.random(len(b))) for b in boxes_per_image], 2.0)
+    keys = xp.full(real_box.shape, 2.0)
+    keys[real_box] = xp.asarray(rng.random(sum(len(b) for b in boxes_per_image)))   # image after image
     pos, neg = _sample_by_keys(labels, keys, batch_size_per_image, positive_fraction)
     sampled = pos | neg
     # 4. the deltas onto the ground truth

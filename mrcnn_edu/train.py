@@ -39,7 +39,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .evaluate import evaluate_coco
 from .inference import predict_in_batches
 from .model import MaskRCNN, ModelConfig
-from .optim import AdamW, WarmupCosineLR, clip_grad_norm
+from .optim import AdamW, WarmupCosineLR, clip_grad_norm, lay_end_to_end
 from .weights import layer_norms, norms_record
 
 __all__ = ["TrainConfig", "train", "TrainingDiverged", "RunExistsError", "open_data", "ShapesData", "CocoData",
@@ -88,10 +88,14 @@ class RunExistsError(ValueError):
 
 
 def _to_targets(masks, class_ids):
+    """The batch's targets on the device: each field of every image sent in one transfer, then cut into the
+    images' views."""
     from .data.shapes import boxes_from_masks
     xp = backend.xp
-    return [dict(boxes=xp.asarray(boxes_from_masks(m)), labels=xp.asarray(c), masks=xp.asarray(m))
-            for m, c in zip(masks, class_ids)]
+    ends = np.cumsum([len(c) for c in class_ids])[:-1].tolist()
+    fields = [xp.split(xp.asarray(np.concatenate(parts)), ends) for parts in
+              ([boxes_from_masks(m) for m in masks], list(class_ids), list(masks))]
+    return [dict(boxes=b, labels=c, masks=m) for b, c, m in zip(*fields)]
 
 
 # ------------------------------------------------------------------------------------------ the data
@@ -449,7 +453,7 @@ def train(out_dir, model_config=None, train_config=None, resume=False, data=None
                 losses = model.loss_and_backward(images, targets, np.random.default_rng([tcfg.seed, step, 1]))
             if not all(math.isfinite(v) for v in losses.values()):
                 raise diverged(f"the loss is {losses['loss']} ({losses})")
-            grads = model.gradients()
+            grads = lay_end_to_end(model.gradients(), opt.params)   # one array: clipping and AdamW take it whole
             # this step's per-layer gradient norms, taken before clipping scales every layer alike
             # (and at the last step, so that a run shorter than norms_every has its norms too)
             last = step + 1 == tcfg.steps and tcfg.norms_every > 0

@@ -25,7 +25,9 @@ class _Tiny:
 def _run(fn, p):
     holder = _Tiny(p)
     steps = [None]
-    ops, trips, names = count_ops.count_steps(holder, None, steps, lambda m, o, b, i: fn(m.params["w"]), warmup=0)
+    ops, trips, names, syncs = count_ops.count_steps(holder, None, steps, lambda m, o, b, i: fn(m.params["w"]),
+                                                     warmup=0)
+    _run.syncs = syncs
     return ops, trips, names
 
 
@@ -66,6 +68,39 @@ def test_what_returns_a_device_array_itself_is_not_counted_and_a_transfer_is():
     assert names[("other", "asarray")] == 2 and names[("other", "astype")] == 1
 
 
+def test_views_and_allocations_are_not_counted_a_mean_counts_once():
+    backend.use("numpy")
+
+    def work(w):
+        xp = backend.xp
+        xp.split(w, [1])                     # views: 0
+        xp.broadcast_to(w, (4, 2, 3))        # a view: 0
+        xp.empty((5,))                       # an allocation: 0
+        w.mean(axis=1)                       # one reduction: 1
+        xp.reshape(w.T, -1)                  # NumPy copies (not contiguous): 1
+        xp.zeros(3)                          # a fill: 1
+
+    ops, _, names = _run(work, np.ones((2, 3)))
+    assert sum(ops.values()) == 3
+    assert names[("other", "mean")] == 1 and names[("other", "reshape")] == 1
+
+
+def test_results_sized_by_the_data_are_size_syncs():
+    backend.use("numpy")
+
+    def work(w):
+        xp = backend.xp
+        mask = w > 1                         # an op, no sync
+        xp.nonzero(mask)                     # an op and a sync
+        w[mask]                              # a boolean index: an op and a sync
+        w[xp.asarray([0, 1])]                # an integer index: an op (and the asarray)
+        w[mask] = 0.0                        # a scalar through a mask: an op, no sync
+        w[mask] = w[mask]                    # an array through a mask: two ops, two syncs
+
+    ops, _, _ = _run(work, np.arange(4.0))
+    assert sum(ops.values()) == 8 and sum(_run.syncs.values()) == 4
+
+
 def test_each_operation_is_charged_to_the_innermost_library_module():
     from mrcnn_edu.boxes import _box_iou
     backend.use("numpy")
@@ -92,7 +127,7 @@ def test_counting_changes_no_result_and_leaves_the_backend_as_it_was():
             results.append(m.loss_and_backward(images, _to_targets([s[1] for s in b], [s[2] for s in b]),
                                                np.random.default_rng(3)))
         if counted:
-            ops, trips, _ = count_ops.count_steps(model, None, [batch], step, warmup=0)
+            ops, trips, _, _ = count_ops.count_steps(model, None, [batch], step, warmup=0)
             assert sum(ops.values()) > 500 and "roi" in ops and "nn.conv" in ops
         else:
             step(model, None, batch, 0)

@@ -234,3 +234,34 @@ def test_parameters_that_are_not_end_to_end_take_the_copying_path(xp):
     assert optim.AdamW(params)._flat_params is None
     assert optim.AdamW({"a": flat[0:4], "b": flat[4:9]})._flat_params is None     # not the whole array
     assert optim.AdamW({"a": flat[0:4], "b": flat[4:10]})._flat_params is flat
+
+
+def test_gradients_laid_end_to_end_clip_and_update_as_separate_ones(xp):
+    """``lay_end_to_end``: the gradients copied into one array in the optimizer's order (views by name, a missing
+    one skipped); ``clip_grad_norm`` then takes one dot product and one scaling, and AdamW uses the array as it
+    is. The update equals that of separate gradients bit for bit; the norm agrees to float32 rounding."""
+    gen = np.random.default_rng(11)
+    shapes = {"a.weight": (4, 3, 3, 3), "a.bias": (4,), "b.weight": (5, 12)}
+    start = {n: gen.standard_normal(s).astype(np.float32) for n, s in shapes.items()}
+    grads = {n: (gen.standard_normal(s) * 0.1).astype(np.float32) for n, s in shapes.items()}
+    params = {n: xp.asarray(a) for n, a in start.items()}
+    laid = optim.lay_end_to_end({n: xp.asarray(grads[n]) for n in reversed(list(grads))}, params)
+    assert list(laid) == list(shapes) and optim._end_to_end(laid) is not None
+    assert optim._end_to_end(laid).size == sum(a.size for a in start.values())
+    for n in shapes:
+        assert np.array_equal(host(laid[n]), grads[n])
+    separate = {n: xp.asarray(g) for n, g in grads.items()}
+    assert optim.global_grad_norm(laid) == pytest.approx(optim.global_grad_norm(separate), rel=1e-6)
+    results = []
+    for g in (laid, separate):
+        p = {n: xp.asarray(a) for n, a in start.items()}
+        opt = optim.AdamW(p, lr=1e-2)
+        opt.step(g)
+        results.append(p)
+    for n in shapes:
+        assert np.array_equal(host(results[0][n]), host(results[1][n])), n
+    norm = optim.clip_grad_norm(laid, 0.5 * optim.global_grad_norm(laid))      # clipped to half, in place
+    assert optim.global_grad_norm(laid) == pytest.approx(norm / 2, rel=1e-5)
+    assert np.allclose(host(laid["a.bias"]), grads["a.bias"] / 2, rtol=1e-5)
+    partial = optim.lay_end_to_end({"b.weight": xp.asarray(grads["b.weight"])}, params)
+    assert list(partial) == ["b.weight"]
