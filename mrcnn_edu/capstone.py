@@ -265,6 +265,8 @@ BATCHED = (
      ("box_area", "box_iou", "box_encode", "match_by_iou", "label_anchors", "sample_balanced", "rpn_targets")),
     ("mrcnn_edu.roi_heads._box_head_targets_batch", "mrcnn_edu.roi_heads._box_head_targets_each",
      ("box_area", "box_iou", "box_encode", "match_by_iou", "sample_balanced", "box_head_targets")),
+    ("mrcnn_edu.matching._sample_mask_rois_batch", "mrcnn_edu.matching._sample_mask_rois_each",
+     ("sample_mask_rois",)),
     ("mrcnn_edu.roi._roi_align_planned", "mrcnn_edu.roi._roi_align_unplanned", ("roi_align",)),
     ("mrcnn_edu.roi._roi_align_backward_planned", "mrcnn_edu.roi._roi_align_backward_unplanned",
      ("roi_align_backward",)),

@@ -128,11 +128,32 @@ def sample_mask_rois(positive, cap, rng):
     """
     if cap <= 0 or int(positive.sum()) <= cap:
         return positive
+    return _draw_mask_rois(positive, cap, rng)
+
+
+def _draw_mask_rois(positive, cap, rng):
+    """``cap`` of the positives (more than ``cap`` of them), chosen uniformly: R uniform keys drawn."""
     xp = backend.get_array_module(positive)
     keys = xp.where(positive, xp.asarray(rng.random(positive.shape[0])), 2.0)   # negatives sort last
     keep = xp.zeros_like(positive)
     keep[xp.argsort(keys)[:cap]] = True
     return keep
+
+
+def _sample_mask_rois_batch(positive_per_image, cap, rng):
+    """``sample_mask_rois`` of every image of a batch (a list of R_i bool), with one read back for the batch:
+    each image's number of positives, which decides whether it draws. The same draws, image after image."""
+    if cap <= 0 or not positive_per_image:
+        return list(positive_per_image)
+    xp = backend.get_array_module(*positive_per_image)
+    counts = backend.to_host(xp.stack([p.sum() for p in positive_per_image]))
+    return [_draw_mask_rois(p, cap, rng) if count > cap else p for p, count in zip(positive_per_image, counts)]
+
+
+def _sample_mask_rois_each(positive_per_image, cap, rng):
+    """``_sample_mask_rois_batch`` image by image, through ``sample_mask_rois`` (the capstone's stand-in while a
+    student's is in place)."""
+    return [sample_mask_rois(p, cap, rng) for p in positive_per_image]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from .boxes import BOX_HEAD_WEIGHTS
 from .heads import BoxHead, MaskHead, MLPMaskHead, RPNHead
 from .inputs import check_config, check_images, check_targets
 from .losses import _sigmoid_mask_loss, _softmax_mask_loss
-from .matching import sample_mask_rois
+from .matching import _sample_mask_rois_batch
 from .nn import Module
 from .postprocess import detection_masks, postprocess_detections, softmax_as_sigmoid_logits
 from .roi import (_align_plan, _roi_align_backward_planned, _roi_align_planned, _roi_pool, _roi_pool_backward,
@@ -300,7 +300,7 @@ class MaskRCNN(Module):
         l_box, dbox = cfg.box_loss_weight * l_box, cfg.box_loss_weight * dbox
 
         # mask head on the positive RoIs: each learns the mask of its own ground truth, in its own box
-        chosen = [sample_mask_rois(s.labels > 0, cfg.mask_rois_per_image, rng) for s in sampled]
+        chosen = _sample_mask_rois_batch([s.labels > 0 for s in sampled], cfg.mask_rois_per_image, rng)
         mask_boxes = [s.rois[c] for s, c in zip(sampled, chosen)]
         l_mask, dmask, mask_cache = 0.0, None, None
         chosen_all = xp.concatenate(chosen)

@@ -105,6 +105,19 @@ def test_box_head_targets_of_the_batch_equal_those_image_by_image():
                 np.testing.assert_array_equal(a, b)
 
 
+def test_mask_rois_of_the_batch_equal_those_image_by_image():
+    from mrcnn_edu import matching
+    rng = np.random.default_rng(5)
+    for trial in range(30):
+        positives = [rng.random(int(rng.integers(0, 40))) < rng.choice([0.1, 0.5]) for _ in range(4)]
+        cap, seed = int(rng.choice([0, 3, 8])), int(rng.integers(1 << 30))
+        batch = matching._sample_mask_rois_batch(positives, cap, np.random.default_rng(seed))
+        each = matching._sample_mask_rois_each(positives, cap, np.random.default_rng(seed))
+        for mine, loop, p in zip(batch, each, positives):
+            np.testing.assert_array_equal(mine, loop)
+            assert mine.sum() == (p.sum() if cap <= 0 else min(cap, p.sum())) and not (mine & ~p).any()
+
+
 def _entry_of():
     """Code object -> ENTRIES function name, for every library object the capstone replaces."""
     codes = {}
@@ -139,6 +152,7 @@ def batched_examples():
     return {"mrcnn_edu.rpn._generate_proposals_batch": (anchors, objectness, deltas, size, *settings),
             "mrcnn_edu.rpn._rpn_targets_batch": (anchors, gt_case(rng, 3, size[0]), rng, 64, 0.5),
             "mrcnn_edu.roi_heads._box_head_targets_batch": (*box_head_case(rng, 3), rng, 16),
+            "mrcnn_edu.matching._sample_mask_rois_batch": ([rng.random(12) < 0.8, rng.random(5) < 0.5], 3, rng),
             "mrcnn_edu.roi._roi_align_planned": (features, plan),
             "mrcnn_edu.roi._roi_align_backward_planned": (rng.normal(size=(len(rois), 3, 4, 4)), plan)}
 
