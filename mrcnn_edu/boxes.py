@@ -224,7 +224,7 @@ def _box_decode_backward(dboxes, deltas, reference, weights=RPN_BOX_WEIGHTS, cli
 
 
 # ------------------------------------------------------------------------------------------------ NMS
-_ITERATIONS_PER_CHECK = 4   # NMS's fixed-point iterations between two reads of "did anything change?"
+_ITERATIONS_PER_CHECK = 6   # NMS's fixed-point iterations between two reads of "did anything change?"
 
 
 def _greedy_keep(suppresses):

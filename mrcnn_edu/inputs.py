@@ -74,7 +74,7 @@ def _target(i, t):
     if len(mask_shape) != 3 or mask_shape[0] != boxes.shape[0]:
         raise ValueError(f"targets[{i}]['masks']: expected a {boxes.shape[0]} x H x W array, got shape "
                          f"{mask_shape}")
-    return Target(boxes, labels.astype(xp.int64), xp.asarray(t["masks"]))
+    return Target(boxes, labels.astype(xp.int64, copy=False), xp.asarray(t["masks"]))
 
 
 def _values_fine(checked, config):
