@@ -211,7 +211,7 @@ class MaskRCNN(Module):
             feats, argmax = _roi_pool(fmap, rois, (size, size), 1 / stride, "caffe")
             return feats, PoolCache(rois, argmax, fmap.shape, size, stride, None)
         plan = _align_plan(rois, fmap.shape, (size, size), 1 / stride, self.config.sampling_ratio, True, fmap.dtype,
-                           max(len(b) for b in boxes_per_image))
+                           max((len(b) for b in boxes_per_image), default=0))
         return _roi_align_planned(fmap, plan), PoolCache(rois, None, fmap.shape, size, stride, plan)
 
     def _pool_backward(self, dfeats, cache):
