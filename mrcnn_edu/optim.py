@@ -347,15 +347,23 @@ def _end_to_end(params):
     if not params:
         return None
     arrays = list(params.values())
-    flat = arrays[0].base
-    if flat is None or flat.ndim != 1 or len({a.dtype for a in arrays}) != 1:
+    flat = _owner(arrays[0])
+    if flat is arrays[0] or flat.ndim != 1 or len({a.dtype for a in arrays}) != 1:
         return None
     at = backend.address(flat)
     for a in arrays:
-        if a.base is not flat or backend.address(a) != at or not a.flags.c_contiguous:
+        if _owner(a) is not flat or backend.address(a) != at or not a.flags.c_contiguous:
             return None
         at += a.nbytes
     return flat if at == backend.address(flat) + flat.nbytes else None
+
+
+def _owner(a):
+    """The array that owns ``a``'s memory (``a`` itself if it owns it): NumPy's ``base`` names it directly,
+    another array module may name the view it was taken from."""
+    while getattr(a, "base", None) is not None:
+        a = a.base
+    return a
 
 
 # ----------------------------------------------------------------------------------------------------
