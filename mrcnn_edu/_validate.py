@@ -19,8 +19,8 @@ import numbers
 
 from . import backend
 
-__all__ = ["number", "as_float_array", "check_ndim", "check_finite", "check_boxes", "check_rois", "check_same_length",
-           "pair", "float_input", "check_param", "check_dout"]
+__all__ = ["number", "as_float_array", "check_ndim", "check_finite", "box_array", "check_boxes", "check_rois",
+           "check_same_length", "pair", "float_input", "check_param", "check_dout"]
 
 
 def number(value, name, low=-math.inf, high=math.inf, *, low_open=False, high_open=False, allow_inf=False,
@@ -77,13 +77,19 @@ def check_finite(a, name):
         raise ValueError(f"{name}: contains NaN or inf")
 
 
-def check_boxes(boxes, name="boxes", xp=None):
-    """``boxes`` as an ``N x 4`` float array of ``(x1, y1, x2, y2)``: finite, with ``x2 >= x1`` and ``y2 >= y1``."""
+def box_array(boxes, name="boxes", xp=None):
+    """``boxes`` as an ``N x 4`` float array (an empty 1-D array as ``0 x 4``); its values are not read."""
     boxes = as_float_array(boxes, name, xp)
     if boxes.ndim == 1 and boxes.size == 0:
         boxes = boxes.reshape(0, 4)
     if boxes.ndim != 2 or boxes.shape[1] != 4:
         raise ValueError(f"{name}: expected N x 4 boxes (x1, y1, x2, y2), got shape {tuple(boxes.shape)}")
+    return boxes
+
+
+def check_boxes(boxes, name="boxes", xp=None):
+    """``boxes`` as an ``N x 4`` float array of ``(x1, y1, x2, y2)``: finite, with ``x2 >= x1`` and ``y2 >= y1``."""
+    boxes = box_array(boxes, name, xp)
     check_finite(boxes, name)
     mod = backend.get_array_module(boxes)
     if boxes.shape[0] and bool(mod.any((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]))):

@@ -9,7 +9,7 @@ import numbers
 from typing import Any, NamedTuple
 
 from . import backend
-from ._validate import as_float_array, check_boxes, check_finite
+from ._validate import box_array, check_boxes, check_finite
 
 __all__ = ["Target", "check_config", "check_images", "check_targets"]
 
@@ -60,12 +60,7 @@ def _target(i, t):
     missing = {"boxes", "labels", "masks"} - set(t)
     if missing:
         raise ValueError(f"targets[{i}]: missing {sorted(missing)}")
-    name = f"targets[{i}]['boxes']"
-    boxes = as_float_array(t["boxes"], name)
-    if boxes.ndim == 1 and boxes.size == 0:
-        boxes = boxes.reshape(0, 4)
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"{name}: expected N x 4 boxes (x1, y1, x2, y2), got shape {tuple(boxes.shape)}")
+    boxes = box_array(t["boxes"], f"targets[{i}]['boxes']")
     xp = backend.get_array_module(boxes)
     labels, mask_shape = xp.asarray(t["labels"]), tuple(getattr(t["masks"], "shape", ()))
     if labels.shape != (boxes.shape[0],) or (labels.size and labels.dtype.kind not in "iu"):

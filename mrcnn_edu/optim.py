@@ -24,7 +24,7 @@ import math
 from . import backend
 from ._validate import number
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "WarmupCosineLR", "clip_grad_norm", "lay_end_to_end",
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "WarmupCosineLR", "clip_grad_norm", "lay_end_to_end", "end_to_end",
            "global_grad_norm"]
 
 
@@ -93,12 +93,8 @@ class Optimizer:
         if slot not in self._flat:
             xp = backend.get_array_module(*self.params.values())
             arrays = self.state[slot]
-            flat = xp.concatenate([arrays[n].ravel() if n in arrays else xp.zeros(p.size, p.dtype)
-                                   for n, p in self.params.items()])
-            offset = 0
-            for name, p in self.params.items():
-                arrays[name] = flat[offset:offset + p.size].reshape(p.shape)
-                offset += p.size
+            flat, views = end_to_end([arrays[n] if n in arrays else xp.zeros_like(p) for n, p in self.params.items()])
+            arrays.update(zip(self.params, views))
             self._flat[slot] = flat
         return self._flat[slot]
 
@@ -331,14 +327,21 @@ def lay_end_to_end(arrays, names):
     present = [name for name in names if name in arrays and arrays[name] is not None]
     if not present:
         return {}
-    xp = backend.get_array_module(*(arrays[name] for name in present))
-    flat = xp.concatenate([arrays[name].ravel() for name in present])
-    views, offset = {}, 0
-    for name in present:
-        a = arrays[name]
-        views[name] = flat[offset:offset + a.size].reshape(a.shape)
+    _, views = end_to_end([arrays[name] for name in present])
+    return dict(zip(present, views))
+
+
+def end_to_end(arrays):
+    """``arrays`` copied end to end into one flat array -> ``(flat, views)``: each array's place in it as a view
+    of its shape, in order (the layout of ``Module.flatten_parameters``, ``lay_end_to_end`` and the flat
+    moments)."""
+    xp = backend.get_array_module(*arrays)
+    flat = xp.concatenate([a.ravel() for a in arrays])
+    views, offset = [], 0
+    for a in arrays:
+        views.append(flat[offset:offset + a.size].reshape(a.shape))
         offset += a.size
-    return views
+    return flat, views
 
 
 def _end_to_end(params):

@@ -93,7 +93,7 @@ def shapes_model_settings(size=128):
 
     With ``r = size / 128`` (1 for 128 px or less, as in ``layout_rules``):
 
-    - ``anchor_sizes``: (40, 56, 72) times ``sqrt(r)``, rounded to 0.1 px, as the objects' sides grow by
+    - ``anchor_sizes``: the defaults (40, 56, 72) times ``sqrt(r)``, rounded to 0.1 px, as the objects' sides grow by
       ``sqrt(r)`` (256 px: 56.6, 79.2, 101.8; 512 px: 80, 112, 144).
     - times ``r``, rounded, as the number of objects grows by ``r``: ``rpn_batch`` (256 anchors an image, half
       of them at most positive; more objects have more positive anchors), ``rpn_post_nms_train`` and
@@ -106,12 +106,14 @@ def shapes_model_settings(size=128):
 
     size : image height and width in pixels (at least ``MIN_SIZE``)
     """
+    from ..model import ModelConfig
+
     size = _check_int(size, "size", MIN_SIZE)
-    r, k = _scale(size), math.sqrt(_scale(size))
-    counts = dict(rpn_batch=256, rpn_post_nms_train=64, rpn_post_nms_test=32, roi_batch=64, mask_rois_per_image=8,
-                  detections_per_image=20)
-    return dict(image_size=size, anchor_sizes=tuple(round(s * k, 1) for s in (40.0, 56.0, 72.0)),
-                **{name: int(round(n * r)) for name, n in counts.items()})
+    base, r = ModelConfig(), _scale(size)
+    counts = ("rpn_batch", "rpn_post_nms_train", "rpn_post_nms_test", "roi_batch", "mask_rois_per_image",
+              "detections_per_image")
+    return dict(image_size=size, anchor_sizes=tuple(round(s * math.sqrt(r), 1) for s in base.anchor_sizes),
+                **{name: int(round(getattr(base, name) * r)) for name in counts})
 
 
 class Layout(NamedTuple):

@@ -128,16 +128,15 @@ class Module:
         values, the ``parameters()`` order); returns that array. An optimizer that updates every parameter at
         once (``Adam``, ``AdamW``) then updates it in place, with no copy of the parameters in and out each
         step. Call it before making the optimizer; the parameters must share one dtype."""
+        from ..optim import end_to_end
+
         owners = [(m, key) for m in self.modules() for key in m.params]   # the parameters() order
         arrays = [m.params[key] for m, key in owners]
         if len({a.dtype for a in arrays}) > 1:
             raise TypeError("flatten_parameters: the parameters have more than one dtype")
-        xp = backend.get_array_module(*arrays)
-        flat = xp.concatenate([a.ravel() for a in arrays])
-        offset = 0
-        for (m, key), a in zip(owners, arrays):
-            m.params[key] = flat[offset:offset + a.size].reshape(a.shape)
-            offset += a.size
+        flat, views = end_to_end(arrays)
+        for (m, key), view in zip(owners, views):
+            m.params[key] = view
         return flat
 
     def gradients(self):
