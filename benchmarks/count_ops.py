@@ -1,6 +1,6 @@
 """How many array operations and host round trips one training step makes, by library module.
 
-    python benchmarks/count_ops.py [--steps 3] [--warmup 1] [--top 15] [--json F]
+    python benchmarks/count_ops.py [--steps 3] [--warmup 1] [--top 15] [--json F] [--by module|function]
 
 On a GPU every array operation is at least one kernel launch, and each costs the host 10 to 15 us whatever
 its size; a host round trip (``.item()``, ``bool()``/``float()``/``int()`` of an array, ``backend.to_host``)
@@ -69,11 +69,12 @@ class Tally:
         self.syncs = Counter()        # operations whose result's size the host must read (SIZE_SYNCS)
         self.names = Counter()        # (module, operation name): for the details
         self.active = False
+        self.by_function = False      # charge to the innermost library function (module.function), not module
 
     def add(self, kind, name):
         if not self.active:
             return
-        module = _library_caller()
+        module = _library_caller(self.by_function)
         {"op": self.ops, "round trip": self.round_trips, "sync": self.syncs}[kind][module] += 1
         if kind != "sync":
             self.names[(module, name)] += 1
@@ -82,13 +83,15 @@ class Tally:
 TALLY = Tally()
 
 
-def _library_caller():
-    """The innermost ``mrcnn_edu`` module on the stack, ``backend`` and this file aside ("other" if none)."""
+def _library_caller(by_function=False):
+    """The innermost ``mrcnn_edu`` module on the stack, ``backend`` and this file aside ("other" if none); with
+    ``by_function``, that module's function as well (``boxes._box_iou``)."""
     frame = sys._getframe(2)
     while frame is not None:
         module = frame.f_globals.get("__name__", "")
         if module.startswith("mrcnn_edu.") and module != "mrcnn_edu.backend":
-            return module[len("mrcnn_edu."):]
+            where = module[len("mrcnn_edu."):]
+            return f"{where}.{frame.f_code.co_name}" if by_function else where
         frame = frame.f_back
     return "other"
 
@@ -258,12 +261,14 @@ def counting(model, opt=None):
     return undo
 
 
-def count_steps(model, opt, batches, step_fn, warmup=1):
+def count_steps(model, opt, batches, step_fn, warmup=1, by_function=False):
     """Run ``step_fn(model, opt, batch, i)`` on each batch; the steps after ``warmup`` are counted. Returns
-    ``(ops by module, round trips by module, (module, name) counts, size syncs by module)``, per counted step."""
+    ``(ops by module, round trips by module, (module, name) counts, size syncs by module)``, per counted step
+    (by ``module.function`` with ``by_function``)."""
     undo = counting(model, opt)
     try:
         TALLY.__init__()
+        TALLY.by_function = by_function
         for i, batch in enumerate(batches):
             TALLY.active = i >= warmup
             step_fn(model, opt, batch, i)
@@ -288,6 +293,8 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--top", type=int, default=15, help="the most frequent operations listed")
     parser.add_argument("--json", help="also write the counts here")
+    parser.add_argument("--by", choices=["module", "function"], default="module",
+                        help="charge each operation to the innermost library module (default) or function")
     parser.add_argument("--backend", choices=backend.BACKENDS, default="numpy",
                         help="accepted as by every benchmark; the count always runs on NumPy (it is no timing)")
     args = parser.parse_args(argv)
@@ -298,13 +305,14 @@ def main(argv=None):
     opt = AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     batches = [[data[4 * i + k] for k in range(4)] for i in range(args.warmup + args.steps)]
     ops, trips, names, syncs = count_steps(model, opt, batches, lambda m, o, b, i: train_step(m, o, b, i),
-                                           args.warmup)
+                                           args.warmup, by_function=args.by == "function")
+    width = 44 if args.by == "function" else 20
     print(f"one training step of the default model (batch 4, 128 px), mean over {args.steps} steps:")
-    print(f"{'module':<20}{'array ops':>12}{'round trips':>14}{'size syncs':>13}")
-    for module in sorted(set(ops) | set(trips) | set(syncs), key=lambda m: -ops.get(m, 0)):
-        print(f"{module:<20}{ops.get(module, 0):>12.0f}{trips.get(module, 0):>14.0f}{syncs.get(module, 0):>13.0f}")
-    print(f"{'total':<20}{sum(ops.values()):>12.0f}{sum(trips.values()):>14.0f}{sum(syncs.values()):>13.0f}")
-    print(f"\nthe {args.top} most frequent (module: operation):")
+    print(f"{args.by:<{width}}{'array ops':>12}{'round trips':>14}{'size syncs':>13}")
+    for where in sorted(set(ops) | set(trips) | set(syncs), key=lambda m: -ops.get(m, 0)):
+        print(f"{where:<{width}}{ops.get(where, 0):>12.0f}{trips.get(where, 0):>14.0f}{syncs.get(where, 0):>13.0f}")
+    print(f"{'total':<{width}}{sum(ops.values()):>12.0f}{sum(trips.values()):>14.0f}{sum(syncs.values()):>13.0f}")
+    print(f"\nthe {args.top} most frequent ({args.by}: operation):")
     for (module, name), n in list(names.items())[:args.top]:
         print(f"  {n:8.0f}  {module}: {name}")
     if args.json:

@@ -204,14 +204,18 @@ class MaskRCNN(Module):
                                          int(post_nms), float(cfg.rpn_nms), 1e-3)
 
     def _pool(self, fmap, stride, boxes_per_image, size):
-        """RoIAlign (or RoIPool) of each image's boxes on a map of this stride -> (features, ``PoolCache``).
+        """RoIAlign (or RoIPool) of each image's boxes on a map of this stride -> (features, ``PoolCache``)."""
+        return self._pool_rois(fmap, stride, rois_from_boxes(boxes_per_image, fmap.dtype), size,
+                               max((len(b) for b in boxes_per_image), default=0))
+
+    def _pool_rois(self, fmap, stride, rois, size, most):
+        """``_pool`` of R x 5 RoIs, of which no image has more than ``most`` (None: unknown, read back).
         RoIAlign's interpolation matrices are made once, here, and the backward reads them from the cache."""
-        rois = rois_from_boxes(boxes_per_image, fmap.dtype)
         if self.config.roi_op == "pool":
             feats, argmax = _roi_pool(fmap, rois, (size, size), 1 / stride, "caffe")
             return feats, PoolCache(rois, argmax, fmap.shape, size, stride, None)
         plan = _align_plan(rois, fmap.shape, (size, size), 1 / stride, self.config.sampling_ratio, True, fmap.dtype,
-                           max((len(b) for b in boxes_per_image), default=0))
+                           most)
         return _roi_align_planned(fmap, plan), PoolCache(rois, None, fmap.shape, size, stride, plan)
 
     def _pool_backward(self, dfeats, cache):
@@ -300,19 +304,19 @@ class MaskRCNN(Module):
         l_box, dbox = cfg.box_loss_weight * l_box, cfg.box_loss_weight * dbox
 
         # mask head on the positive RoIs: each learns the mask of its own ground truth, in its own box
-        chosen = _sample_mask_rois_batch([s.labels > 0 for s in sampled], cfg.mask_rois_per_image, rng)
-        mask_boxes = [s.rois[c] for s, c in zip(sampled, chosen)]
+        cap = cfg.mask_rois_per_image
+        chosen = xp.concatenate(_sample_mask_rois_batch([s.labels > 0 for s in sampled], cap, rng))
+        mask_rois = box_cache.rois[chosen]                    # R_m x 5, read from the box head's RoIs
         l_mask, dmask, mask_cache = 0.0, None, None
-        chosen_all = xp.concatenate(chosen)
-        if bool(chosen_all.any()):                            # one read back for the batch, not one an image
-            size = (self.mask_size, self.mask_size)
-            mask_t = self._mask_targets(targets, [s.matched_gt_index[c] for s, c in zip(sampled, chosen)],
-                                        mask_boxes, size)
-            mask_feats, mask_cache = self._pool(maps.mask, self.mask_stride, mask_boxes, cfg.mask_pool)
+        if mask_rois.shape[0]:                                # its size is known: no read back
+            mask_t = self._mask_targets(targets, [s.matched_gt_index for s in sampled], chosen, mask_rois[:, 1:],
+                                        (self.mask_size, self.mask_size))
+            # at most `cap` RoIs an image (the table's width, so nothing is read back to learn it)
+            mask_feats, mask_cache = self._pool_rois(maps.mask, self.mask_stride, mask_rois, cfg.mask_pool,
+                                                     cap if cap > 0 else None)
             mask_logits = self.mask_head.forward(mask_feats)
             mask_loss = _softmax_mask_loss if cfg.mask_loss == "softmax" else _sigmoid_mask_loss
-            l_mask, dmask = mask_loss(mask_logits, roi_labels[chosen_all],
-                                      mask_t.astype(mask_logits.dtype, copy=False))
+            l_mask, dmask = mask_loss(mask_logits, roi_labels[chosen], mask_t.astype(mask_logits.dtype, copy=False))
         # the five losses come back to the host together: one wait for the device instead of five
         parts = backend.to_host(xp.stack([xp.asarray(v) for v in (l_cls, l_box, l_mask, l_obj, l_rpn_box)]))
         losses = dict(zip(("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"),
@@ -321,15 +325,16 @@ class MaskRCNN(Module):
         return losses, HeadGradients(dobj, ddeltas, dlogits, dbox, box_cache, dmask, mask_cache, maps.mask.shape)
 
     @staticmethod
-    def _mask_targets(targets, matched_per_image, boxes_per_image, size):
+    def _mask_targets(targets, matched_per_image, chosen, boxes, size):
         """The m x m mask target of every mask RoI of the batch, in one RoIAlign: the images' ground-truth masks
-        stacked (G = sum G_i), each RoI's matched index shifted by the masks of the images before its own."""
+        stacked (G = sum G_i), each RoI's matched index shifted by the masks of the images before its own.
+        matched_per_image: each image's R_i matched indices; chosen: R bool over all of them; boxes: R_m x 4."""
         xp = backend.xp
         counts = [len(t.masks) for t in targets]
         starts = [sum(counts[:i]) for i in range(len(counts))]
-        matched = xp.concatenate([m + start for m, start in zip(matched_per_image, starts)])
+        matched = xp.concatenate([m + start for m, start in zip(matched_per_image, starts)])[chosen]
         gt_masks = xp.concatenate([t.masks for t in targets])
-        return _mask_targets(gt_masks, xp.concatenate(boxes_per_image), matched, size, True)
+        return _mask_targets(gt_masks, boxes, matched, size, True)
 
     def _backward_losses(self, grads):
         """The backward half: from the ``HeadGradients`` through the heads, RoIAlign, the FPN and the backbone

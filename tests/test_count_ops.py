@@ -22,11 +22,11 @@ class _Tiny:
         return [self]
 
 
-def _run(fn, p):
+def _run(fn, p, by_function=False):
     holder = _Tiny(p)
     steps = [None]
     ops, trips, names, syncs = count_ops.count_steps(holder, None, steps, lambda m, o, b, i: fn(m.params["w"]),
-                                                     warmup=0)
+                                                     warmup=0, by_function=by_function)
     _run.syncs = syncs
     return ops, trips, names
 
@@ -107,6 +107,10 @@ def test_each_operation_is_charged_to_the_innermost_library_module():
     boxes = np.array([[0, 0, 10, 10], [5, 5, 15, 15]], np.float32)
     ops, _, _ = _run(lambda w: _box_iou(w, w), boxes)
     assert set(ops) == {"boxes"} and ops["boxes"] > 5
+    # by function: the same operations, each charged to the innermost function that made it
+    by_function, _, _ = _run(lambda w: _box_iou(w, w), boxes, by_function=True)
+    assert set(by_function) == {"boxes._box_iou", "boxes._inter_union", "boxes._box_area"}
+    assert sum(by_function.values()) == ops["boxes"]
 
 
 def test_counting_changes_no_result_and_leaves_the_backend_as_it_was():
