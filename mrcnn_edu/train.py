@@ -42,9 +42,9 @@ from .model import MaskRCNN, ModelConfig
 from .optim import AdamW, WarmupCosineLR, clip_grad_norm, lay_end_to_end
 from .weights import layer_norms, norms_record
 
-__all__ = ["TrainConfig", "train", "TrainingDiverged", "RunExistsError", "open_data", "ShapesData", "CocoData",
-           "split_held_out", "check_run_folder", "step_memory_mb", "check_memory", "validation_losses", "RUN_FILES",
-           "VAL_LOSS_KEYS"]
+__all__ = ["TrainConfig", "PRESETS", "train", "TrainingDiverged", "RunExistsError", "open_data", "ShapesData",
+           "CocoData", "split_held_out", "check_run_folder", "step_memory_mb", "check_memory", "validation_losses",
+           "RUN_FILES", "VAL_LOSS_KEYS"]
 
 # what a run writes into its folder: ``overwrite`` removes these and nothing else
 RUN_FILES = ("model.npz", "checkpoint.npz", "metrics.jsonl", "summary.json", "curves.png", "predictions.png",
@@ -77,6 +77,18 @@ class TrainConfig:
     def from_dict(cls, d):
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()
                       if k in cls.__dataclass_fields__})
+
+
+# ``mrcnn-edu train --preset NAME``: model and training settings chosen together for one purpose, measured in
+# benchmarks/RESULTS.md ("Five minutes of training"). A flag given beside the preset wins over it.
+PRESETS = {
+    "5min": dict(
+        what="mask AP 0.85 on the shapes in about five minutes on 2 CPU cores: a slimmer FPN and mask head, a "
+             "shorter schedule at a higher learning rate, the validation AP at the end only",
+        model=dict(fpn_channels=32, mask_channels=32),       # the default's are 64
+        train=dict(steps=3800, lr=3e-3, val_loss_every=0),   # and eval_every = steps: the AP at the end only
+    ),
+}
 
 
 class TrainingDiverged(RuntimeError):
