@@ -19,8 +19,13 @@ def sigmoid(x):
     ``exp`` only ever sees ``-|x|``: for x >= 0 it is ``1 / (1 + e)``, for x < 0 ``e / (1 + e)``, ``e = exp(-|x|)``.
     """
     xp = backend.get_array_module(x)
-    e = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    return _sigmoid_from(x, xp.exp(-xp.abs(x)))
+
+
+def _sigmoid_from(x, e):
+    """``sigmoid(x)`` given ``e = exp(-|x|)``, which the binary cross-entropy has already."""
+    d = 1 + e
+    return backend.get_array_module(x).where(x >= 0, 1 / d, e / d)
 
 
 def log_softmax(x, axis=-1):

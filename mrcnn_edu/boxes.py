@@ -64,7 +64,9 @@ def _inter_union(boxes1, boxes2):
     w = xp.maximum(xp.minimum(b1[..., 2], b2[..., 2]) - xp.maximum(b1[..., 0], b2[..., 0]), 0)
     h = xp.maximum(xp.minimum(b1[..., 3], b2[..., 3]) - xp.maximum(b1[..., 1], b2[..., 1]), 0)
     inter = w * h
-    union = _box_area(boxes1)[..., :, None] + _box_area(boxes2)[..., None, :] - inter
+    area1 = _box_area(boxes1)
+    area2 = area1 if boxes2 is boxes1 else _box_area(boxes2)    # NMS: the boxes against themselves
+    union = area1[..., :, None] + area2[..., None, :] - inter
     return inter, union
 
 
@@ -376,15 +378,20 @@ def _big_enough(boxes, min_size):
 
 def _pad_images(rows_per_image, fill):
     """The rows of each image (a list of B arrays G_i x ...) in one B x G x ... array, G = max G_i (at least 1,
-    so that row 0 can always be read), an image's missing rows set to ``fill``; returns it and the B x G bool
-    mask of the rows that are real."""
+    so that row 0 can always be read), an image's missing rows set to ``fill``."""
     xp = backend.get_array_module(*rows_per_image)
-    counts = [len(a) for a in rows_per_image]
-    first, length = rows_per_image[0], max(1, *counts)
-    padded = xp.full((len(counts), length) + first.shape[1:], fill, dtype=first.dtype)
+    first, length = rows_per_image[0], max(1, *(len(a) for a in rows_per_image))
+    padded = xp.full((len(rows_per_image), length) + first.shape[1:], fill, dtype=first.dtype)
     for i, rows in enumerate(rows_per_image):
         padded[i, :len(rows)] = rows
-    return padded, xp.arange(length)[None, :] < xp.asarray(counts)[:, None]
+    return padded
+
+
+def _real_rows(rows_per_image):
+    """The B x G bool mask of the rows of ``_pad_images(rows_per_image, ...)`` that are real."""
+    xp = backend.get_array_module(*rows_per_image)
+    counts = [len(a) for a in rows_per_image]
+    return xp.arange(max(1, *counts))[None, :] < xp.asarray(counts)[:, None]
 
 
 # ----------------------------------------------------------------------------------------------- checks

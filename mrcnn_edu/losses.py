@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from . import backend
 from ._validate import as_float_array, check_finite, check_ndim
-from .activations import log_softmax, sigmoid
+from .activations import _sigmoid_from, log_softmax
 
 __all__ = ["smooth_l1_loss", "softmax_cross_entropy", "binary_cross_entropy_with_logits",
            "sigmoid_mask_loss", "softmax_mask_loss", "giou_loss"]
@@ -187,10 +187,11 @@ def _binary_cross_entropy_with_logits(logits, targets, reduction):
     x, t = logits, targets
 
     # forward, elementwise: -t log s - (1 - t) log(1 - s), s = sigmoid(x), in its stable form
-    loss = xp.maximum(x, 0) - x * t + xp.log1p(xp.exp(-xp.abs(x)))
+    e = xp.exp(-xp.abs(x))                 # the loss and its gradient both need it
+    loss = xp.maximum(x, 0) - x * t + xp.log1p(e)
 
     # backward
-    grad = sigmoid(x) - t
+    grad = _sigmoid_from(x, e) - t
     return _reduce(loss, grad, reduction)
 
 

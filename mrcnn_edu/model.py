@@ -20,6 +20,7 @@ P3 (stride 8) for boxes and P2 (stride 4) for masks. Every size, and every switc
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from itertools import accumulate
 from typing import Any, NamedTuple
 
 from . import backend
@@ -305,7 +306,9 @@ class MaskRCNN(Module):
 
         # mask head on the positive RoIs: each learns the mask of its own ground truth, in its own box
         cap = cfg.mask_rois_per_image
-        chosen = xp.concatenate(_sample_mask_rois_batch([s.labels > 0 for s in sampled], cap, rng))
+        ends = list(accumulate(len(s.labels) for s in sampled))
+        positive = xp.split(roi_labels > 0, ends[:-1])         # each image's RoIs matched to an object (views)
+        chosen = xp.concatenate(_sample_mask_rois_batch(positive, cap, rng))
         mask_rois = box_cache.rois[chosen]                    # R_m x 5, read from the box head's RoIs
         l_mask, dmask, mask_cache = 0.0, None, None
         if mask_rois.shape[0]:                                # its size is known: no read back

@@ -20,7 +20,7 @@ from typing import NamedTuple
 from . import backend
 from ._validate import as_float_array, check_boxes, check_finite, check_ndim, pair
 from .boxes import (BOX_HEAD_WEIGHTS, _box_decode, _box_decode_backward, _box_encode, _box_iou, _check_positive_size,
-                    _pad_images, _weights)
+                    _pad_images, _real_rows, _weights)
 from .losses import _giou_loss, _smooth_l1_loss, _softmax_cross_entropy
 from .matching import (BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, BOX_BETA, _check_rng, _check_sampler,
                        _check_thresholds, _match_by_iou, _sample_balanced, _sample_by_keys)
@@ -129,9 +129,9 @@ def _box_head_targets_batch(proposals_per_image, gt_boxes_per_image, gt_labels_p
     xp = backend.get_array_module(*proposals_per_image)
     # 1. the ground truth joins each image's proposals; 2. match and label, as _box_head_targets
     boxes_per_image = [xp.concatenate([p, g], axis=0) for p, g in zip(proposals_per_image, gt_boxes_per_image)]
-    boxes, real_box = _pad_images(boxes_per_image, 0.0)                                              # B x L x 4
-    gt_boxes, real_gt = _pad_images(gt_boxes_per_image, 0.0)                                         # B x G x 4
-    gt_labels, _ = _pad_images(gt_labels_per_image, 0)
+    boxes, real_box = _pad_images(boxes_per_image, 0.0), _real_rows(boxes_per_image)                  # B x L x 4
+    gt_boxes, real_gt = _pad_images(gt_boxes_per_image, 0.0), _real_rows(gt_boxes_per_image)          # B x G x 4
+    gt_labels = _pad_images(gt_labels_per_image, 0)
     iou = xp.where(real_gt[..., None], _box_iou(gt_boxes, boxes), -1.0)                              # B x G x L
     matches = _match_by_iou(iou, fg_iou, bg_iou, allow_low_quality=False)                           # B x L
     matched = xp.maximum(matches, 0)

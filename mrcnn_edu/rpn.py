@@ -25,7 +25,7 @@ from . import backend
 from .activations import sigmoid
 from ._validate import as_float_array, check_boxes, check_finite, check_ndim, check_same_length, number, pair
 from .boxes import (RPN_BOX_WEIGHTS, _big_enough, _box_decode, _box_encode, _box_iou, _check_positive_size,
-                    _clip_boxes_to_image, _greedy_keep, _nms, _pad_images, _remove_small_boxes)
+                    _clip_boxes_to_image, _greedy_keep, _nms, _pad_images, _real_rows, _remove_small_boxes)
 from .losses import _binary_cross_entropy_with_logits, _smooth_l1_loss
 # The matcher and the sampler are shared with the box head; they stay importable from here (lesson 03 does).
 from .matching import (BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, BOX_BETA, _check_rng, _check_sampler,
@@ -143,7 +143,7 @@ def _rpn_targets_batch(anchors, gt_boxes_per_image, rng, batch_size_per_image=25
     against itself: the zero deltas ``_rpn_targets`` gives it.
     """
     xp = backend.get_array_module(anchors)
-    gt_boxes, real = _pad_images(gt_boxes_per_image, 0.0)                 # B x G x 4, B x G
+    gt_boxes, real = _pad_images(gt_boxes_per_image, 0.0), _real_rows(gt_boxes_per_image)   # B x G x 4, B x G
     iou = xp.where(real[..., None], _box_iou(gt_boxes, anchors), -1.0)     # B x G x A
     matches = _match_by_iou(iou, high, low, allow_low_quality=True)        # B x A
     pos, neg = _sample_balanced(_anchor_labels(matches, anchors.dtype), rng, batch_size_per_image,

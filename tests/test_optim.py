@@ -162,6 +162,34 @@ def test_clip_grad_norm(xp):
         optim.clip_grad_norm({"a": xp.asarray([xp.nan])}, 1.0)
 
 
+def _laid_and_separate(xp, seed=5):
+    gen = np.random.default_rng(seed)
+    grads = {n: gen.standard_normal(s).astype(np.float32) for n, s in (("w", (6, 5)), ("b", (6,)), ("v", (40,)))}
+    params = {n: xp.asarray(g) for n, g in grads.items()}
+    return optim.lay_end_to_end({n: xp.asarray(g) for n, g in grads.items()}, params), \
+        {n: xp.asarray(g) for n, g in grads.items()}
+
+
+def test_far_below_the_cap_laid_gradients_are_measured_in_one_pass_and_left_alone(xp, monkeypatch):
+    laid, separate = _laid_and_separate(xp)
+    exact = optim.global_grad_norm(separate)
+    monkeypatch.setattr(optim, "global_grad_norm", lambda grads: pytest.fail("the per-gradient norm was taken"))
+    before = {n: host(g).copy() for n, g in laid.items()}
+    norm = optim.clip_grad_norm(laid, exact / (optim.CLEARLY_BELOW * 0.999))
+    assert norm == pytest.approx(exact, rel=1e-6)
+    assert all(np.array_equal(host(laid[n]), before[n]) for n in laid)
+
+
+@pytest.mark.parametrize("share", [0.995, 1.0, 0.5])
+def test_near_or_above_the_cap_laid_gradients_clip_as_separate_ones_bit_for_bit(xp, share):
+    """The scale of a clipped step comes from the per-gradient norm whichever way the gradients lie."""
+    laid, separate = _laid_and_separate(xp, seed=6)
+    max_norm = share * optim.global_grad_norm(separate)
+    assert optim.clip_grad_norm(laid, max_norm) == optim.clip_grad_norm(separate, max_norm)
+    assert all(np.array_equal(host(laid[n]), host(separate[n])) for n in laid)
+    assert optim.global_grad_norm(laid) == pytest.approx(max_norm, rel=1e-5)      # clipped to max_norm
+
+
 class _OneAtATime(optim.AdamW):
     """AdamW that never takes the flat path: the reference the flat update must equal bit for bit."""
 

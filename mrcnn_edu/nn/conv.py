@@ -112,7 +112,8 @@ def _unwindows(cols, x_shape, kernel_size, stride, padding):
     padded = xp.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
     for i in range(kh):
         for j in range(kw):
-            padded[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += cols[:, i, j]
+            window = padded[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw]   # a view: += adds into padded in place
+            window += cols[:, i, j]                                      # (padded[...] += would copy it back too)
     return xp.ascontiguousarray(padded[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3))
 
 
