@@ -393,9 +393,10 @@ CLEARLY_BELOW = 0.99
 
 
 def _flat_norm(flat):
-    """The norm of one flat float array: its squares summed in float64, one read back."""
+    """The norm of one flat float array: its squares, in float64 (exact, and no overflow for float32 values),
+    summed; one read back."""
     xp = backend.get_array_module(flat)
-    return math.sqrt(float(xp.square(flat).sum(dtype=xp.float64)))
+    return math.sqrt(float(xp.square(flat, dtype=xp.float64).sum()))
 
 
 def clip_grad_norm(grads, max_norm):
@@ -406,7 +407,7 @@ def clip_grad_norm(grads, max_norm):
     the update is unchanged; only its length is capped.
 
     Gradients laid end to end (``lay_end_to_end``) are measured first in one pass over the flat array (its
-    squares summed in float64). Far below ``max_norm`` (under ``CLEARLY_BELOW`` of it, as in all but the first
+    squares in float64, summed). Far below ``max_norm`` (under ``CLEARLY_BELOW`` of it, as in all but the first
     few steps of a run) that settles it: nothing is scaled, and the norm returned is that one. Near or above
     ``max_norm`` the scale comes from ``global_grad_norm``, so that a clipped step scales by the same factor
     to the last bit whichever way the gradients lie (the two norms differ only in the order of the sums).
