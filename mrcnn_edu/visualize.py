@@ -292,15 +292,16 @@ def training_curves_figure(records):
     On the left each loss part has one colour: a line for training, dashes and dots for validation, so a gap
     that opens between the two is seen at once (the model learns the training images, not the task).
     """
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    # one step axis for both: a run evaluated only at its end (``--preset 5min``) shows its AP at the right edge
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
     _draw_losses(left, records)
     evals = [r for r in records if "eval" in r]
     if evals:
         steps = [r["step"] for r in evals]
         for kind, style in (("mask", "-o"), ("box", "--s")):
             for key in ("AP", "AP50", "AP75"):
-                right.plot(steps, [r["eval"][f"{kind}_{key}"] for r in evals], style, markersize=3,
-                           label=f"{kind} {key}")
+                right.plot(steps, [r["eval"][f"{kind}_{key}"] for r in evals], style,
+                           markersize=3 if len(evals) > 1 else 6, label=f"{kind} {key}")
         right.legend(fontsize=8)
         right.set_ylim(0, 1)
     right.set_xlabel("step")

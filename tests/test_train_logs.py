@@ -200,6 +200,19 @@ def test_curves_draw_the_validation_losses_beside_the_training_losses():
     plt.close(fig)
 
 
+def test_a_run_evaluated_only_at_its_end_shows_its_ap_against_the_whole_run():
+    """``--preset 5min`` evaluates once: its AP points sit at the last step of the losses' step axis."""
+    import matplotlib.pyplot as plt
+    records = [dict(step=s, **{k: 2.0 / s for k in VAL_LOSS_KEYS}) for s in range(10, 3810, 10)]
+    ap = {f"{kind}_{key}": 0.8 for kind in ("mask", "box") for key in ("AP", "AP50", "AP75")}
+    fig = training_curves_figure(records + [dict(step=3800, seconds=1.0, eval=ap)])
+    losses, aps = fig.axes
+    assert aps.get_xlim() == losses.get_xlim() and aps.get_xlim()[0] < 100 < 3800 <= aps.get_xlim()[1]
+    mask_ap = next(line for line in aps.get_lines() if line.get_label() == "mask AP")
+    np.testing.assert_array_equal(mask_ap.get_xdata(), [3800])
+    plt.close(fig)
+
+
 # ---------------------------------------------------------------------------------------------- the flags
 @pytest.mark.parametrize("flag", ["--norms-every", "--val-loss-every", "--val-loss-images"])
 def test_train_refuses_a_negative_log_interval(tmp_path, cli_error, flag):
