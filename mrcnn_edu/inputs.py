@@ -77,7 +77,7 @@ def _values_fine(checked, config):
     xp = backend.get_array_module(checked[0].boxes)
     boxes = xp.concatenate([t.boxes for t in checked])
     labels = xp.concatenate([t.labels for t in checked])
-    fine = (xp.isfinite(boxes).all() & ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).all()
+    fine = (xp.isfinite(boxes).all() & (boxes[:, 2:] > boxes[:, :2]).all()       # x2 > x1 and y2 > y1
             & ((labels >= 1) & (labels < config.num_classes)).all())
     return bool(fine)
 
