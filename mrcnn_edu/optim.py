@@ -322,8 +322,8 @@ def lay_end_to_end(arrays, names):
     """``arrays`` (name -> array, e.g. ``model.gradients()``) copied end to end into one flat array, in the
     order of ``names`` (an optimizer's ``params``; names missing from ``arrays`` are skipped): returns a dict of
     views into it, by the same names. ``clip_grad_norm`` and the optimizers then work on the one array: a
-    handful of array operations a step instead of a few for every parameter (the norm still takes one dot
-    product a parameter)."""
+    handful of array operations a step instead of a few for every parameter (the norm takes one dot product
+    a parameter only near ``clip_grad_norm``'s cap)."""
     present = [name for name in names if name in arrays and arrays[name] is not None]
     if not present:
         return {}
