@@ -46,12 +46,15 @@ class Backbone(Module):
         top = self.stage4.forward(c3)
         return c2, c3, (self.stage5.forward(top) if hasattr(self, "stage5") else top)
 
-    def backward(self, grads):
+    def backward(self, grads, need_dx=True):
+        """The maps' gradients back to the image: N x 3 x H x W, or None with ``need_dx=False`` (training
+        needs no gradient of the image, and the first conv then skips it: a GEMM and col2im)."""
         dc2, dc3, dc4 = grads
         if hasattr(self, "stage5"):
             dc4 = self.stage5.backward(dc4)
         dc3 = self.stage4.backward(dc4) if dc3 is None else dc3 + self.stage4.backward(dc4)
         dc2 = self.stage3.backward(dc3) if dc2 is None else dc2 + self.stage3.backward(dc3)
+        self.stage1[0].need_dx = need_dx          # the conv that reads the image
         return self.stage1.backward(self.stage2.backward(dc2))
 
 

@@ -133,6 +133,7 @@ class MaskRCNN(Module):
         self.config = cfg = config or ModelConfig()
         check_config(cfg)
         self._anchors = {}                                   # (backend, dtype) -> the anchors, made once
+        self._pixel_arrays = {}                              # (backend, dtype) -> the pixel mean and std
         width2, width3, width4 = cfg.channels[1:]
         k = len(cfg.anchor_sizes) * len(cfg.anchor_ratios)
         self.backbone = Backbone(cfg.channels, cfg.groups, rng=rng, stride=cfg.backbone_stride)
@@ -166,6 +167,15 @@ class MaskRCNN(Module):
             self._anchors[key] = anchors
         return self._anchors[key]
 
+    def _pixel_stats(self):
+        """The config's pixel mean and std as arrays of the backend and the parameters' dtype, made once each."""
+        key = (backend.name, str(self.dtype))
+        if key not in self._pixel_arrays:
+            xp = backend.xp
+            self._pixel_arrays[key] = tuple(xp.asarray(v, dtype=self.dtype)
+                                            for v in (self.config.pixel_mean, self.config.pixel_std))
+        return self._pixel_arrays[key]
+
     @property
     def dtype(self):
         """The parameters' float dtype (float32; float64 for gradient checks)."""
@@ -174,8 +184,7 @@ class MaskRCNN(Module):
     def normalize(self, images):
         """N x H x W x 3 uint8 -> N x 3 x H x W float (the parameters' dtype), centred and scaled."""
         xp = backend.xp
-        mean = xp.asarray(self.config.pixel_mean, dtype=self.dtype)
-        std = xp.asarray(self.config.pixel_std, dtype=self.dtype)
+        mean, std = self._pixel_stats()
         x = (xp.asarray(images).astype(self.dtype) / 255.0 - mean) / std
         return xp.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
@@ -186,17 +195,18 @@ class MaskRCNN(Module):
         p2, p3 = self.fpn.forward((c2, c3, top))
         return Features(top, p3, p3 if p2 is None else p2)
 
-    def _features_backward(self, dbox_map, dmask_map, dtop):
+    def _features_backward(self, dbox_map, dmask_map, dtop, need_dx=True):
         """Send the heads' map gradients (and the RPN's, ``dtop``) back through the FPN and the backbone;
-        returns the gradient of the normalized images, N x 3 x H x W (``explain`` reads it)."""
+        returns the gradient of the normalized images, N x 3 x H x W (``explain`` reads it), or None with
+        ``need_dx=False`` (training)."""
         if not self.config.fpn:
-            return self.backbone.backward((None, None, dtop + dbox_map + dmask_map))
+            return self.backbone.backward((None, None, dtop + dbox_map + dmask_map), need_dx)
         if self.fpn.with_p2:
             dp2, dp3 = dmask_map, dbox_map
         else:                                 # both heads read P3
             dp2, dp3 = None, dbox_map + dmask_map
         dc2, dc3, dtop_fpn = self.fpn.backward((dp2, dp3))
-        return self.backbone.backward((dc2, dc3, dtop + dtop_fpn))
+        return self.backbone.backward((dc2, dc3, dtop + dtop_fpn), need_dx)
 
     def _proposals(self, anchors, objectness, deltas, post_nms):
         cfg = self.config
@@ -216,7 +226,7 @@ class MaskRCNN(Module):
             feats, argmax = _roi_pool(fmap, rois, (size, size), 1 / stride, "caffe")
             return feats, PoolCache(rois, argmax, fmap.shape, size, stride, None)
         plan = _align_plan(rois, fmap.shape, (size, size), 1 / stride, self.config.sampling_ratio, True, fmap.dtype,
-                           most)
+                           most, in_order=True)
         return _roi_align_planned(fmap, plan), PoolCache(rois, None, fmap.shape, size, stride, plan)
 
     def _pool_backward(self, dfeats, cache):
@@ -341,14 +351,15 @@ class MaskRCNN(Module):
 
     def _backward_losses(self, grads):
         """The backward half: from the ``HeadGradients`` through the heads, RoIAlign, the FPN and the backbone
-        (gradients accumulate in the modules); returns ``_features_backward``'s result."""
+        (gradients accumulate in the modules). The images' gradient is not needed, so it is not computed."""
         dbox_map = self._pool_backward(self.box_head.backward((grads.class_logits, grads.box_deltas)),
                                        grads.box_cache)
         if grads.mask_logits is None:        # no positive RoI: the mask head's map gets no gradient
             dmask_map = backend.xp.zeros(grads.mask_map_shape, dtype=dbox_map.dtype)
         else:
             dmask_map = self._pool_backward(self.mask_head.backward(grads.mask_logits), grads.mask_cache)
-        return self._features_backward(dbox_map, dmask_map, self.rpn.backward((grads.objectness, grads.deltas)))
+        self._features_backward(dbox_map, dmask_map, self.rpn.backward((grads.objectness, grads.deltas)),
+                                need_dx=False)
 
     # ---------------------------------------------------------------------------------------------------
     def predict(self, images):

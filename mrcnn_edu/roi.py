@@ -27,6 +27,7 @@ itself, so nothing is checked twice.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 from . import backend
@@ -98,16 +99,18 @@ class AlignPlan(NamedTuple):
     Ax_t: Any               # N x S x ow x W
 
 
-def _align_plan(rois, input_shape, output_size, spatial_scale, sampling_ratio, aligned, dtype, most=None):
+def _align_plan(rois, input_shape, output_size, spatial_scale, sampling_ratio, aligned, dtype, most=None,
+                in_order=False):
     """RoIAlign's matrices for these RoIs, made once: the model's forward and backward both read them.
-    ``most``: the most RoIs of one image, when the caller knows it (else it is read back from the device)."""
+    ``most``: the most RoIs of one image, when the caller knows it (else it is read back from the device);
+    ``in_order``: the RoIs come image by image (see ``_slots``)."""
     xp = backend.get_array_module(rois)
     N, C, H, W = input_shape
     matrices = (None,) * 4
     if rois.shape[0] and C and H and W:
         Ay, Ax = _align_matrices(rois, (H, W), output_size, spatial_scale, sampling_ratio, aligned, dtype)
         batch = rois[:, 0].astype(xp.int64)
-        slot, S = _slots(batch, N, xp, most)
+        slot, S = _slots(batch, N, xp, most, in_order)
         matrices = (batch, slot, _padded(Ay, batch, slot, N, S, xp), _padded(Ax, batch, slot, N, S, xp))
     return AlignPlan(rois, tuple(input_shape), tuple(output_size), spatial_scale, sampling_ratio, aligned, *matrices)
 
@@ -193,80 +196,85 @@ def _roi_align_backward_unplanned(grad_output, plan):
 
 
 def _align_matrices(rois, feature_hw, output_size, spatial_scale, sampling_ratio, aligned, dtype):
-    """``Ay``: R x oh x H and ``Ax``: R x ow x W for every RoI (see the module docstring)."""
+    """``Ay``: R x oh x H and ``Ax``: R x ow x W for every RoI (see the module docstring). Both axes are
+    worked on side by side, as R x 2 arrays ``(y, x)``: one pass of ``_axis_weights`` when the map and the
+    output are square (they always are in the model), and ``Ay``, ``Ax`` are then views of its result."""
     xp = backend.get_array_module(rois)
-    H, W = feature_hw
-    oh, ow = output_size
+    (H, W), (oh, ow) = feature_hw, output_size
     boxes = rois[:, 1:] * dtype.type(spatial_scale) - dtype.type(0.5 if aligned else 0.0)
-    x1, y1, x2, y2 = boxes.T
-    roi_w, roi_h = x2 - x1, y2 - y1
+    start = boxes[:, 1::-1]                       # R x 2: (y1, x1), a view
+    extent = boxes[:, 3:1:-1] - start             # R x 2: the RoI's height and width
     if not aligned:  # the legacy rule: force malformed RoIs to be 1 x 1
-        roi_w, roi_h = xp.maximum(roi_w, 1), xp.maximum(roi_h, 1)
-    bin_h, bin_w = roi_h / dtype.type(oh), roi_w / dtype.type(ow)
+        extent = xp.maximum(extent, 1)
+    bin_size = extent / (dtype.type(oh) if oh == ow else xp.asarray([oh, ow], dtype=dtype))
     if sampling_ratio > 0:
-        gh = xp.full(rois.shape[0], sampling_ratio, dtype=xp.int64)
-        gw = gh
+        grid = sampling_ratio                     # the same for every RoI and axis
     else:  # adaptive: about one sample per feature-map pixel
-        gh = xp.maximum(xp.ceil(bin_h), 0).astype(xp.int64)
-        gw = xp.maximum(xp.ceil(bin_w), 0).astype(xp.int64)
-    fixed = sampling_ratio if sampling_ratio > 0 else None
-    if (oh, H) == (ow, W):   # a square map and output: both axes in one pass, the x rows after the y rows
-        R = rois.shape[0]
-        both = _axis_weights(xp.concatenate([y1, x1]), xp.concatenate([bin_h, bin_w]), xp.concatenate([gh, gw]),
-                             oh, H, dtype, xp, fixed)
-        return both[:R], both[R:]
-    Ay = _axis_weights(y1, bin_h, gh, oh, H, dtype, xp, fixed)
-    Ax = _axis_weights(x1, bin_w, gw, ow, W, dtype, xp, fixed)
-    return Ay, Ax
+        grid = xp.maximum(xp.ceil(bin_size), 0).astype(xp.int64)
+    if (oh, H) == (ow, W):
+        both = _axis_weights(start, bin_size, grid, oh, H, dtype, xp)      # R x 2 x oh x H
+        return both[:, 0], both[:, 1]
+    axis = [(start[:, k], bin_size[:, k], grid if sampling_ratio > 0 else grid[:, k]) for k in (0, 1)]
+    return _axis_weights(*axis[0], oh, H, dtype, xp), _axis_weights(*axis[1], ow, W, dtype, xp)
 
 
 def _axis_weights(start, bin_size, grid, n_bins, size, dtype, xp, g_max=None):
-    """The interpolation matrix of one axis: ``R x n_bins x size``.
+    """The interpolation matrices of one axis: ``... x n_bins x size``.
 
-    start, bin_size : R, RoI start and bin size on this axis in feature-map coordinates
-    grid            : R ints, samples per bin on this axis (``gh`` or ``gw``; 0 gives an all-zero row)
-    g_max           : ``grid.max()`` when the caller knows it (a fixed sampling ratio), which spares the GPU
-                      a round trip to Python
-    Entry ``[r, p, i]`` is the summed bilinear weight that the samples of bin ``p`` put on feature index
+    start, bin_size : the RoIs' starts and bin sizes on this axis in feature-map coordinates, any shape ``...``
+                      (R for one axis, R x 2 for both)
+    grid            : samples per bin on this axis: one int for every RoI (a fixed sampling ratio), or ints of
+                      ``start``'s shape (``gh`` or ``gw``; 0 gives an all-zero row)
+    g_max           : ``grid.max()`` when the caller knows it, which spares the GPU a round trip to Python
+    Entry ``[..., p, i]`` is the summed bilinear weight that the samples of bin ``p`` put on feature index
     ``i``, divided by the number of samples. torchvision's rules: a sample beyond ``[-1, size]`` counts as 0,
     one in ``[-1, 0]`` is clamped to 0, one past ``size - 1`` reads the last index.
     """
-    R = start.shape[0]
-    if g_max is None:
-        g_max = int(grid.max()) if R else 0
+    lead = tuple(start.shape)
+    fixed = isinstance(grid, int)
+    if fixed:
+        g_max = grid
+    elif g_max is None:
+        g_max = int(grid.max()) if start.size else 0
     g_max = max(g_max, 1)
-    p = xp.arange(n_bins, dtype=dtype)[None, :, None]
-    s = xp.arange(g_max, dtype=dtype)[None, None, :]
-    g = xp.maximum(grid, 1).astype(dtype)[:, None, None]
-    b = bin_size[:, None, None]
+    p = xp.arange(n_bins, dtype=dtype)[:, None]                    # n_bins x 1
+    half = xp.arange(0.5, g_max, dtype=dtype)                      # sample s sits at s + 0.5 of the bin
+    g = dtype.type(max(grid, 1)) if fixed else xp.maximum(grid, 1).astype(dtype)[..., None, None]
+    b = bin_size[..., None, None]
     # same order of float operations as torchvision, so float32 results round the same way
-    coord = start[:, None, None] + p * b + (s + 0.5) * b / g                     # R x n_bins x g_max
-    used = (xp.arange(g_max)[None, None, :] < grid[:, None, None]) & (coord >= -1.0) & (coord <= size)
-    coord = xp.maximum(coord, 0)
-    low = xp.floor(coord).astype(xp.int64)
-    at_end = low >= size - 1
-    low = xp.where(at_end, size - 1, low)
-    high = xp.where(at_end, size - 1, low + 1)
-    frac = xp.where(at_end, 0, coord - low).astype(dtype)
+    coord = start[..., None, None] + p * b + half * b / g             # ... x n_bins x g_max
+    used = (coord >= -1.0) & (coord <= size)
+    if not fixed:
+        used &= half < grid[..., None, None]                        # only the RoI's own samples
+    coord = xp.clip(coord, 0, size - 1)       # from size - 1 on, all the weight goes to the last index
+    low = xp.floor(coord)
+    frac = coord - low
+    low = low.astype(xp.int64)
+    high = xp.minimum(low + 1, size - 1)
     share = used.astype(dtype) / g
-    weights = xp.zeros(R * n_bins * size, dtype=dtype)
-    row = (xp.arange(R * n_bins).reshape(R, n_bins, 1) * size)
+    weights = xp.zeros(math.prod(lead) * n_bins * size, dtype=dtype)
+    row = xp.arange(0, weights.size, size).reshape(lead + (n_bins, 1))   # where each bin's row starts
     backend.scatter_add(weights, (row + low).ravel(), ((1 - frac) * share).ravel())
     backend.scatter_add(weights, (row + high).ravel(), (frac * share).ravel())
-    return weights.reshape(R, n_bins, size)
+    return weights.reshape(lead + (n_bins, size))
 
 
-def _slots(batch_index, num_images, xp, most=None):
+def _slots(batch_index, num_images, xp, most=None, in_order=False):
     """Place RoIs in an ``N x S`` table, S = most RoIs of one image, so each image is one batched GEMM.
 
+    in_order : the RoIs come image by image (image 0's first, as ``rois_from_boxes`` lays them out), so a
+               RoI's column is its distance from its image's first RoI, with no sort
     Returns ``slot`` (R,) with the RoI's column in that table and S (``most`` when given: the caller knew it).
     """
     R = batch_index.shape[0]
-    order = xp.argsort(batch_index, kind="stable")
     counts = xp.bincount(batch_index, minlength=num_images)
-    first = xp.cumsum(counts) - counts                       # index in `order` of each image's first RoI
-    slot = xp.empty(R, dtype=xp.int64)
-    slot[order] = xp.arange(R) - first[batch_index[order]]
+    first = xp.cumsum(counts) - counts                       # where each image's RoIs start, in image order
+    if in_order:
+        slot = xp.arange(R) - first[batch_index]
+    else:
+        order = xp.argsort(batch_index, kind="stable")
+        slot = xp.empty(R, dtype=xp.int64)
+        slot[order] = xp.arange(R) - first[batch_index[order]]
     if most is None:
         most = int(counts.max()) if R else 0
     return slot, most

@@ -268,3 +268,31 @@ def test_bad_images_are_named_by_predict_and_by_the_training_step():
         model.loss_and_backward(bad, targets, rng)
     with pytest.raises(TypeError, match="images: expected uint8"):
         model.predict(images.astype(bool))
+
+
+def test_a_training_step_computes_no_image_gradient_but_explain_still_can(monkeypatch):
+    """The first conv's input gradient (the images') is a GEMM and a col2im that training throws away:
+    loss_and_backward skips it, and the parameters' gradients are the same as with it."""
+    from mrcnn_edu.nn import conv
+    images, targets = batch(np.random.default_rng(3), 2)
+    seen, unwindows = [], conv._unwindows
+    monkeypatch.setattr(conv, "_unwindows",
+                        lambda cols, x_shape, *args: seen.append(x_shape) or unwindows(cols, x_shape, *args))
+    grads = []
+    for need_dx in (False, True):
+        model = MaskRCNN(ModelConfig(**TINY), rng=np.random.default_rng(1))
+        checked_images, checked_targets, _ = model._checked(images, targets, None)
+        _, head_grads = model._forward_losses(checked_images, checked_targets, np.random.default_rng(0), None)
+        if need_dx:   # the way explain asks for it
+            dmask = model._pool_backward(model.mask_head.backward(head_grads.mask_logits), head_grads.mask_cache)
+            dbox = model._pool_backward(model.box_head.backward((head_grads.class_logits, head_grads.box_deltas)),
+                                        head_grads.box_cache)
+            dx = model._features_backward(dbox, dmask, model.rpn.backward((head_grads.objectness, head_grads.deltas)))
+            assert dx.shape == (2, 3, 64, 64) and float(abs(dx).max()) > 0
+        else:
+            model._backward_losses(head_grads)
+            assert not [s for s in seen if s[1] == 3], seen          # no col2im onto the 3 image channels
+        grads.append(model.gradients())
+    assert seen and seen[-1][1] == 3
+    for name, g in grads[0].items():
+        np.testing.assert_array_equal(grads[1][name], g, err_msg=name)

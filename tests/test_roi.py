@@ -347,3 +347,17 @@ def test_roi_pool_first_argmax_equals_argmax_with_ties(xp, rng):
     best, first = _max_and_first_argmax(xp.asarray(window), xp)
     np.testing.assert_array_equal(backend.to_host(best), window.max(0))
     np.testing.assert_array_equal(backend.to_host(first), window.argmax(0))
+
+
+def test_slots_of_rois_in_image_order_need_no_sort(xp):
+    """The model's RoIs come image by image: their table columns, found without the sort, are the sorted
+    path's; and each RoI gets its own column of its image's row."""
+    from mrcnn_edu.roi import _slots
+    batch = xp.asarray(np.repeat([0, 1, 3], [4, 1, 6]))                 # image 2 has no RoI
+    slot, most = _slots(batch, 4, xp, in_order=True)
+    slot_sorted, most_sorted = _slots(batch, 4, xp)
+    np.testing.assert_array_equal(backend.to_host(slot), [0, 1, 2, 3, 0, 0, 1, 2, 3, 4, 5])
+    np.testing.assert_array_equal(backend.to_host(slot), backend.to_host(slot_sorted))
+    assert most == most_sorted == 6
+    shuffled = xp.asarray(np.array([3, 0, 3, 1, 0]))
+    np.testing.assert_array_equal(backend.to_host(_slots(shuffled, 4, xp)[0]), [0, 0, 1, 0, 1])
