@@ -393,10 +393,11 @@ CLEARLY_BELOW = 0.99
 
 
 def _flat_norm(flat):
-    """The norm of one flat float array: its squares, in float64 (exact, and no overflow for float32 values),
-    summed; one read back."""
+    """The norm of one flat float array: one dot product with itself (BLAS, in the array's dtype), one read
+    back. ``inf`` when the sum of squares overflows that dtype: ``clip_grad_norm`` then measures gradient by
+    gradient, each sum brought to float64."""
     xp = backend.get_array_module(flat)
-    return math.sqrt(float(xp.square(flat, dtype=xp.float64).sum()))
+    return math.sqrt(float(xp.vdot(flat, flat)))
 
 
 def clip_grad_norm(grads, max_norm):
@@ -406,8 +407,8 @@ def clip_grad_norm(grads, max_norm):
     ``torch.nn.utils.clip_grad_norm_``, whose ``1e-6`` in the denominator this keeps. The direction of
     the update is unchanged; only its length is capped.
 
-    Gradients laid end to end (``lay_end_to_end``) are measured first in one pass over the flat array (its
-    squares in float64, summed). Far below ``max_norm`` (under ``CLEARLY_BELOW`` of it, as in all but the first
+    Gradients laid end to end (``lay_end_to_end``) are measured first in one pass over the flat array (one
+    dot product). Far below ``max_norm`` (under ``CLEARLY_BELOW`` of it, as in all but the first
     few steps of a run) that settles it: nothing is scaled, and the norm returned is that one. Near or above
     ``max_norm`` the scale comes from ``global_grad_norm``, so that a clipped step scales by the same factor
     to the last bit whichever way the gradients lie (the two norms differ only in the order of the sums).

@@ -283,4 +283,8 @@ def upsample_nearest2x_backward(dout, cache):
 
 def _upsample_nearest2x_backward(dout, cache):
     (n, c, h, w), _ = cache
-    return dout.reshape(n, c, h, 2, w, 2).sum(axis=(3, 5))
+    blocks = dout.reshape(n, c, h, 2, w, 2)                   # block row at axis 3, block column at axis 5
+    top, bottom = blocks[:, :, :, 0], blocks[:, :, :, 1]
+    # the same sums, in the same order, as .sum(axis=(3, 5)), which NumPy runs many times slower (it
+    # reduces over two axes of length 2)
+    return (top[..., 0] + top[..., 1]) + (bottom[..., 0] + bottom[..., 1])
