@@ -208,13 +208,13 @@ def _align_matrices(rois, feature_hw, output_size, spatial_scale, sampling_ratio
         extent = xp.maximum(extent, 1)
     bin_size = extent / (dtype.type(oh) if oh == ow else xp.asarray([oh, ow], dtype=dtype))
     if sampling_ratio > 0:
-        grid = sampling_ratio                     # the same for every RoI and axis
+        grid = int(sampling_ratio)                # the same for every RoI and axis
     else:  # adaptive: about one sample per feature-map pixel
         grid = xp.maximum(xp.ceil(bin_size), 0).astype(xp.int64)
     if (oh, H) == (ow, W):
         both = _axis_weights(start, bin_size, grid, oh, H, dtype, xp)      # R x 2 x oh x H
         return both[:, 0], both[:, 1]
-    axis = [(start[:, k], bin_size[:, k], grid if sampling_ratio > 0 else grid[:, k]) for k in (0, 1)]
+    axis = [(start[:, k], bin_size[:, k], grid if isinstance(grid, int) else grid[:, k]) for k in (0, 1)]
     return _axis_weights(*axis[0], oh, H, dtype, xp), _axis_weights(*axis[1], ow, W, dtype, xp)
 
 

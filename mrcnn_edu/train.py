@@ -44,7 +44,7 @@ from .weights import layer_norms, norms_record
 
 __all__ = ["TrainConfig", "PRESETS", "train", "TrainingDiverged", "RunExistsError", "open_data", "ShapesData",
            "CocoData", "split_held_out", "check_run_folder", "step_memory_mb", "check_memory", "validation_losses",
-           "RUN_FILES", "VAL_LOSS_KEYS"]
+           "RUN_FILES", "VAL_LOSS_KEYS", "keep_freed_memory"]
 
 # what a run writes into its folder: ``overwrite`` removes these and nothing else
 RUN_FILES = ("model.npz", "checkpoint.npz", "metrics.jsonl", "summary.json", "curves.png", "predictions.png",
