@@ -167,6 +167,27 @@ def test_im2col_col2im_are_adjoint(xp, rng, shape, args):
                                rtol=1e-10)
 
 
+@pytest.mark.parametrize("shape, kh, ph", [
+    ((3, 2, 5, 7), 3, 1), ((2, 3, 4, 1), 3, 1), ((2, 1, 1, 1), 3, 1),    # a map one pixel wide or one pixel in all
+    ((2, 2, 6, 5), 5, 2), ((2, 2, 6, 5), 1, 0), ((2, 2, 6, 5), 3, 0),    # other heights of kernel and padding
+])
+def test_im2col_of_a_3_wide_stride_1_kernel_in_long_runs(xp, rng, shape, kh, ph):
+    """Kernels 3 wide at stride 1, padded by 1 across, take the long-run copy (``_windows_in_runs``): its
+    columns equal the windows read one by one from the padded map, the zeros of the padding included, for
+    any map width (the reads that cross a row's end are zeroed) and for an input given with any strides."""
+    from mrcnn_edu.nn import conv
+    n, c, h, w = shape
+    oh = h + 2 * ph - kh + 1
+    wide = normal(rng, (n, c, h, 2 * w), xp)
+    for x in (wide[:, :, :, :w].copy(), wide[:, :, :, ::2]):               # C-contiguous, and every other column
+        padded = np.pad(backend.to_host(x), ((0, 0), (0, 0), (ph, ph), (1, 1)))
+        want = np.stack([padded[:, :, i:i + oh, j:j + w] for i in range(kh) for j in range(3)])   # (i j) n c oy ox
+        want = want.transpose(2, 0, 1, 3, 4).reshape(c * kh * 3, n * oh * w)
+        got = backend.to_host(conv._windows_cm(x.transpose(1, 0, 2, 3), (kh, 3), (1, 1), (ph, 1)))
+        np.testing.assert_array_equal(got, want)
+        assert not np.signbit(got[want == 0]).any()                         # the padding's zeros are +0.0
+
+
 def test_conv2d_backward_can_skip_dx(xp, rng):
     x, wt, b = normal(rng, (2, 3, 6, 5), xp), normal(rng, (4, 3, 3, 3), xp), normal(rng, (4,), xp)
     out, cache = F.conv2d(x, wt, b, stride=2, padding=1)

@@ -84,17 +84,46 @@ def _windows_cm(x, kernel_size, stride, padding):
     Row ``(c, i, j)``, column ``(n, oy, ox)`` holds ``x_padded[n, c, i + sh * oy, j + sw * ox]``. The six axes
     ``(c, i, j, n, oy, ox)`` are a strided *view* of the padded input (no copy: moving one step along ``i``
     or ``oy`` moves down image rows alike), and one copy of that view makes the columns: one kernel on
-    the GPU, and on the CPU as fast as a copy per kernel offset.
+    the GPU, and on the CPU as fast as a copy per kernel offset. A kernel 3 wide at stride 1, padded by 1
+    across, takes ``_windows_in_runs``: the same columns, copied in longer runs.
     """
     xp = backend.get_array_module(x)
     (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
     c, n, h, w = x.shape
     oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
+    if (sh, sw) == (1, 1) and (kw, pw) == (3, 1):
+        return _windows_in_runs(x, kh, ph, oh)
     padded = _padded_channel_major(x, ph, pw)
     s_c, s_n, s_y, s_x = padded.strides
     windows = xp.lib.stride_tricks.as_strided(padded, shape=(c, kh, kw, n, oh, ow),
                                               strides=(s_c, s_y, s_x, s_n, sh * s_y, sw * s_x))
     return xp.ascontiguousarray(windows).reshape(c * kh * kw, n * oh * ow)
+
+
+def _windows_in_runs(x, kh, ph, oh):
+    """``_windows_cm`` of a kernel 3 wide at stride 1, padded by 1 across (every 3 x 3 conv of the model but
+    the stride-2 ones), made with long copies: the same columns, to the bit.
+
+    The output rows are then as wide as the input's (OW = W). Each image channel is laid out flat, with ``ph``
+    zero rows above and below and one zero before and after; window row ``(c, i, j, n)`` is then one run of
+    ``OH x W`` floats of it, starting at ``i W + j``. The general view reads in runs of OW floats, which NumPy
+    copies several times slower. Crossing the end of a row, the left tap (j = 0) of output column 0 reads the
+    previous row's last pixel and the right tap (j = 2) of column W - 1 the next row's first, where the
+    padding holds zeros: a view of just those entries puts the zeros back.
+    """
+    xp = backend.get_array_module(x)
+    c, n, h, w = x.shape
+    flat = xp.zeros((c, n, (h + 2 * ph) * w + 2), dtype=x.dtype)
+    flat[:, :, 1 + ph * w:1 + (ph + h) * w] = x.reshape(c, n, h * w)
+    s_c, s_n, s = flat.strides
+    runs = xp.lib.stride_tricks.as_strided(flat, shape=(c, kh, 3, n, oh * w), strides=(s_c, w * s, s, s_n, s))
+    cols = xp.ascontiguousarray(runs)                                   # (c, i, j, n, oy * W + ox)
+    s_c, s_i, s_j, s_n, s = cols.strides
+    # entries (j = 0, ox = 0) and (j = 2, ox = W - 1) of every (c, i, n, oy): 2 s_j + (W - 1) s apart
+    wrapped = xp.lib.stride_tricks.as_strided(cols, shape=(c, kh, 2, n, oh),
+                                              strides=(s_c, s_i, 2 * s_j + (w - 1) * s, s_n, w * s))
+    xp.copyto(wrapped, 0)
+    return cols.reshape(c * kh * 3, n * oh * w)
 
 
 def _unwindows(cols, x_shape, kernel_size, stride, padding):
