@@ -12,7 +12,8 @@ also waits for every kernel before it. Both are counted here on NumPy, so the co
   ``__array_ufunc__`` and ``__array_function__`` count every arithmetic operator, ufunc, reduction
   (``x.sum()``) and NumPy function applied to them, and whose ``astype``, ``copy``, fancy indexing,
   assignments into arrays and a few other methods count one operation each. Views (reshape, transpose,
-  basic slicing) launch nothing on a GPU and are not counted, nor are ``xp.asarray`` /
+  basic slicing) launch nothing on a GPU and are not counted (a ``reshape`` or ``ravel`` that has to copy
+  counts one), nor are ``xp.asarray`` /
   ``xp.ascontiguousarray`` of a device array that is already what they ask for and ``astype(..., copy=False)``
   to its own dtype (CuPy returns the array itself), nor ``xp.split``, ``xp.broadcast_to`` and the other
   functions that return views, nor ``xp.empty`` (an allocation); ``xp.asarray`` of a host array (a transfer)
@@ -170,6 +171,22 @@ def _fancy(index):
     return any(isinstance(p, (np.ndarray, list)) for p in parts)
 
 
+def _reshaping_method(name):
+    """``reshape`` / ``ravel``: a view, not counted, unless NumPy had to copy (a kernel on a GPU too)."""
+    base = getattr(np.ndarray, name)
+
+    def method(self, *args, **kwargs):
+        plain = self.view(np.ndarray)
+        result = base(plain, *args, **kwargs)
+        if result.size and not np.may_share_memory(result, plain):
+            TALLY.add("op", name)
+        return _counted(result)
+    method.__name__ = name
+    return method
+
+
+for _name in ("reshape", "ravel"):
+    setattr(Counted, _name, _reshaping_method(_name))
 for _name in COUNTED_METHODS:
     setattr(Counted, _name, _counting_method(_name, "op"))
 for _name in ROUND_TRIPS:

@@ -79,10 +79,13 @@ def test_views_and_allocations_are_not_counted_a_mean_counts_once():
         w.mean(axis=1)                       # one reduction: 1
         xp.reshape(w.T, -1)                  # NumPy copies (not contiguous): 1
         xp.zeros(3)                          # a fill: 1
+        w.reshape(3, 2).ravel()              # views of a contiguous array: 0
+        w.T.reshape(6)                       # the method copies too: 1
+        xp.broadcast_to(w[:, None], (2, 2, 3)).reshape(4, 3)   # a broadcast view laid out anew: 1
 
     ops, _, names = _run(work, np.ones((2, 3)))
-    assert sum(ops.values()) == 3
-    assert names[("other", "mean")] == 1 and names[("other", "reshape")] == 1
+    assert sum(ops.values()) == 5
+    assert names[("other", "mean")] == 1 and names[("other", "reshape")] == 3
 
 
 def test_results_sized_by_the_data_are_size_syncs():
