@@ -33,7 +33,7 @@ from mrcnn_edu import backend  # noqa: E402
 from mrcnn_edu.data.shapes import ShapesDataset  # noqa: E402
 from mrcnn_edu.model import MaskRCNN, ModelConfig  # noqa: E402
 from mrcnn_edu.optim import AdamW, clip_grad_norm, lay_end_to_end  # noqa: E402
-from mrcnn_edu.train import _to_targets, keep_freed_memory  # noqa: E402
+from mrcnn_edu.train import _to_targets  # noqa: E402
 
 try:
     import torch
@@ -190,10 +190,9 @@ def main(argv=None):
     DEVICE = choose_backend(args.backend, torch)
     data = batches(args.steps)
     cfg = ModelConfig()
-    kept = keep_freed_memory()   # as mrcnn_edu.train does; the process is shared, so the twin's memory is kept too
     print(f"backend {backend.name}, {os.cpu_count()} cores, NumPy {np.__version__}"
           + (f", torch {torch.__version__} ({torch.get_num_threads()} threads) on {DEVICE}" if torch
-             else ", torch absent") + f"; freed memory kept for reuse (keep_freed_memory): {'yes' if kept else 'no'}")
+             else ", torch absent"))
     print(f"median s/step over steps {args.warmup}..{args.steps} (batch 4, 128 x 128, from scratch; the models "
           f"take turns, 10 steps each)\n")
     print("| model | s/step | vs torchvision twin | same step, paired |")

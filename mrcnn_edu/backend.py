@@ -144,16 +144,19 @@ def keep_freed_memory():
     By default glibc maps every block over 128 KiB afresh from the OS and returns it when freed, so each
     large NumPy temporary (a conv's columns: 29 MB in the mask head) costs a page fault per 4 KiB on first
     touch, again every step. Keeping blocks up to 1 GiB in the heap makes the mask head's conv about a
-    quarter faster and a training step about 7%. Process-wide, for the host only; a no-op off glibc.
-    ``mrcnn-edu train`` and ``ablate`` and the benchmarks call it.
+    quarter faster and a training step about 7%. Both thresholds matter: the trim threshold alone turns off
+    glibc's sliding mmap threshold and faults more pages, not fewer. Process-wide, for the host only; a no-op
+    off glibc. ``train.train`` (so ``mrcnn-edu train``, ``ablate`` and a notebook's run) and the benchmarks call
+    it. Returns whether both thresholds were set.
     """
     import ctypes
     try:
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: mmap only blocks over 1 GiB
-        libc.mallopt(-1, 1 << 31)  # M_TRIM_THRESHOLD: keep up to 2 GiB of free heap
+        mmap = libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: mmap only blocks over 1 GiB
+        trim = libc.mallopt(-1, 1 << 31)  # M_TRIM_THRESHOLD: keep up to 2 GiB of free heap
     except (OSError, AttributeError):
-        pass
+        return False
+    return bool(mmap and trim)
 
 
 def rng(seed=None):

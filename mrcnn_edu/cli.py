@@ -248,7 +248,6 @@ def cmd_train(args):
     print(f"{'resuming' if args.resume else 'training'} on {what} for {tcfg.steps} steps of {tcfg.batch_size} "
           f"images of {mcfg.image_size} px{' with ' + augment if augment else ''} ({backend.name}); writing to "
           f"{out}/")
-    backend.keep_freed_memory()
     summary = train(out, mcfg, tcfg, resume=args.resume, data=data, overwrite=args.overwrite)
     if summary.get("interrupted"):
         return 130
@@ -602,7 +601,6 @@ def _flags_first(command):
 
 
 def _ablate(args):
-    backend.keep_freed_memory()
     return ablate.cmd_ablate(args)
 
 

@@ -44,7 +44,7 @@ from .weights import layer_norms, norms_record
 
 __all__ = ["TrainConfig", "PRESETS", "train", "TrainingDiverged", "RunExistsError", "open_data", "ShapesData",
            "CocoData", "split_held_out", "check_run_folder", "step_memory_mb", "check_memory", "validation_losses",
-           "RUN_FILES", "VAL_LOSS_KEYS", "keep_freed_memory"]
+           "RUN_FILES", "VAL_LOSS_KEYS"]
 
 # what a run writes into its folder: ``overwrite`` removes these and nothing else
 RUN_FILES = ("model.npz", "checkpoint.npz", "metrics.jsonl", "summary.json", "curves.png", "predictions.png",
@@ -432,7 +432,7 @@ def train(out_dir, model_config=None, train_config=None, resume=False, data=None
         _write_val_json(source, out / "val.json")
     val_samples = source.validation_samples(tcfg.val_loss_images) if tcfg.val_loss_every else []
 
-    keep_freed_memory()
+    backend.keep_freed_memory()      # the step's temporaries reused, not faulted in afresh each step
     start_time, start_step, interrupted = time.perf_counter(), step, False
 
     def seconds():
@@ -553,29 +553,6 @@ def _validation_of(source):
         return dict(kind="separate", coco_gt=spec["val_coco_gt"], images=spec["val_images_dir"])
     return dict(kind="held out", coco_gt=spec["coco_gt"], held_out_image_ids=spec.get("held_out", []),
                 file="val.json" if spec.get("held_out") else None)
-
-
-def keep_freed_memory():
-    """Let this process keep the memory that a training step frees, for the next step to reuse.
-
-    A step allocates and frees tens of megabytes of temporaries (im2col's columns, the layers' caches). By
-    default glibc's malloc hands such large blocks back to the kernel when they are freed, and the next step
-    faults every page in again, zeroed: about 7,000 page faults a step of the default model, a tenth or more of
-    its time on a 2-core machine (``benchmarks/RESULTS.md``). Raising malloc's mmap threshold (to its maximum,
-    32 MiB) and its trim threshold keeps the blocks in the heap instead. The process then stays at its peak
-    memory, which ``train`` reaches in its first steps anyway. Linux with glibc only; elsewhere it does
-    nothing. Returns whether the thresholds were set.
-    """
-    import ctypes
-    import sys
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):          # not glibc (e.g. musl)
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3    # from <malloc.h>
-    return bool(mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(M_TRIM_THRESHOLD, 1 << 30))
 
 
 def _peak_memory_mb():

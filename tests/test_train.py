@@ -149,9 +149,9 @@ def test_cli_trains_on_a_coco_data_set(tmp_path, capsys):
 FREED_MEMORY_STEPS = """
 import resource, sys
 import numpy as np
-from mrcnn_edu.train import keep_freed_memory
+from mrcnn_edu import backend
 if sys.argv[1] == "keep":
-    assert keep_freed_memory()
+    assert backend.keep_freed_memory()
 def faults_a_step(n=10):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(n):   # a step's worth of temporaries, allocated, then freed together
@@ -165,7 +165,7 @@ print(faults_a_step())
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")
 def test_kept_freed_memory_is_reused_without_page_faults():
-    """keep_freed_memory: the 38 MiB that each "step" allocates and frees are not faulted in again."""
+    """backend.keep_freed_memory: the 38 MiB that each "step" allocates and frees are not faulted in again."""
     def faults(mode):
         run = subprocess.run([sys.executable, "-c", FREED_MEMORY_STEPS, mode], capture_output=True, text=True,
                              check=True, cwd=Path(__file__).resolve().parents[1])
