@@ -185,8 +185,9 @@ class MaskRCNN(Module):
         """N x H x W x 3 uint8 -> N x 3 x H x W float (the parameters' dtype), centred and scaled."""
         xp = backend.xp
         mean, std = self._pixel_stats()
-        x = (xp.asarray(images).astype(self.dtype) / 255.0 - mean) / std
-        return xp.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        # channels first before the arithmetic: a per-channel mean then broadcasts over whole image planes
+        x = xp.asarray(images).transpose(0, 3, 1, 2).astype(self.dtype)
+        return (x / 255.0 - mean[:, None, None]) / std[:, None, None]
 
     def _features(self, x):
         c2, c3, top = self.backbone.forward(x)

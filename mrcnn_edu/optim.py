@@ -222,10 +222,10 @@ class Adam(Optimizer):
         xp = backend.get_array_module(*params.values())
         p = self._flat_params          # the layers' parameters are views into it (Module.flatten_parameters)
         if p is None:
-            p = xp.concatenate([q.ravel() for q in params.values()])
+            p = xp.concatenate(list(params.values()), axis=None)
         g = _end_to_end(grads) if list(grads) == list(params) else None     # laid out by lay_end_to_end
         if g is None:
-            g = xp.concatenate([grads[name].ravel() for name in params])
+            g = xp.concatenate([grads[name] for name in params], axis=None)
         g = g.astype(p.dtype, copy=False)
         self.update(None, p, g, counts.pop())
         if self._flat_params is None:
@@ -336,7 +336,7 @@ def end_to_end(arrays):
     of its shape, in order (the layout of ``Module.flatten_parameters``, ``lay_end_to_end`` and the flat
     moments)."""
     xp = backend.get_array_module(*arrays)
-    flat = xp.concatenate([a.ravel() for a in arrays])
+    flat = xp.concatenate(arrays, axis=None)      # each flattened in C order, strided or not: one copy
     views, offset = [], 0
     for a in arrays:
         views.append(flat[offset:offset + a.size].reshape(a.shape))

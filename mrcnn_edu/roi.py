@@ -94,7 +94,7 @@ class AlignPlan(NamedTuple):
     sampling_ratio: int
     aligned: bool
     batch: Any              # R int64, each RoI's image
-    slot: Any               # R int64, its column in the table
+    slot: Any               # R int64, its column in the table (None: every image fills its row, in order)
     Ay_t: Any               # N x S x oh x H
     Ax_t: Any               # N x S x ow x W
 
@@ -132,7 +132,8 @@ def _roi_align_planned(features, plan):
         # contract y:  (ow*C, H) @ (H, oh) for every RoI
         ay = plan.Ay_t[:, s0:s1].reshape(N * k, oh, H).transpose(0, 2, 1)
         out[:, s0:s1] = xp.matmul(t, ay).reshape(N, k, ow, C, oh)
-    return xp.ascontiguousarray(out[plan.batch, plan.slot].transpose(0, 2, 3, 1))   # R x ow x C x oh -> R x C x oh x ow
+    out = out.reshape((-1,) + out.shape[2:]) if plan.slot is None else out[plan.batch, plan.slot]
+    return xp.ascontiguousarray(out.transpose(0, 2, 3, 1))   # R x ow x C x oh -> R x C x oh x ow
 
 
 def _roi_align_unplanned(features, plan):
@@ -265,8 +266,12 @@ def _slots(batch_index, num_images, xp, most=None, in_order=False):
     in_order : the RoIs come image by image (image 0's first, as ``rois_from_boxes`` lays them out), so a
                RoI's column is its distance from its image's first RoI, with no sort
     Returns ``slot`` (R,) with the RoI's column in that table and S (``most`` when given: the caller knew it).
+    ``slot`` is None when the RoIs come in order and every image has ``most`` of them: the table is then the
+    RoIs themselves, ``R = N x S`` rows seen as N rows of S.
     """
     R = batch_index.shape[0]
+    if in_order and most is not None and R == num_images * most:
+        return None, most
     counts = xp.bincount(batch_index, minlength=num_images)
     first = xp.cumsum(counts) - counts                       # where each image's RoIs start, in image order
     if in_order:
@@ -282,6 +287,8 @@ def _slots(batch_index, num_images, xp, most=None, in_order=False):
 
 def _padded(per_roi, batch_index, slot, num_images, width, xp):
     """Scatter an ``R x ...`` array into its ``N x width x ...`` table (zeros where no RoI)."""
+    if slot is None:                                         # every image fills its row: no scatter
+        return per_roi.reshape((num_images, width) + per_roi.shape[1:])
     table = xp.zeros((num_images, width) + per_roi.shape[1:], dtype=per_roi.dtype)
     table[batch_index, slot] = per_roi
     return table

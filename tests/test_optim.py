@@ -295,3 +295,9 @@ def test_gradients_laid_end_to_end_clip_and_update_as_separate_ones(xp):
         assert np.array_equal(host(laid[n]), host(separate[n])), n
     partial = optim.lay_end_to_end({"b.weight": xp.asarray(grads["b.weight"])}, params)
     assert list(partial) == ["b.weight"]
+    # a gradient that is a strided view (conv2d's dw is the transpose of a GEMM's result) lands in C order
+    transposed = xp.asarray(np.ascontiguousarray(grads["b.weight"].T)).T
+    assert not transposed.flags.c_contiguous
+    laid = optim.lay_end_to_end({"a.bias": xp.asarray(grads["a.bias"]), "b.weight": transposed}, params)
+    assert np.array_equal(host(laid["b.weight"]), grads["b.weight"])
+    assert np.array_equal(host(optim._end_to_end(laid))[4:], grads["b.weight"].ravel())

@@ -361,3 +361,22 @@ def test_slots_of_rois_in_image_order_need_no_sort(xp):
     assert most == most_sorted == 6
     shuffled = xp.asarray(np.array([3, 0, 3, 1, 0]))
     np.testing.assert_array_equal(backend.to_host(_slots(shuffled, 4, xp)[0]), [0, 0, 1, 0, 1])
+
+
+def test_rois_that_fill_every_row_skip_the_table(xp, rng):
+    """RoIs in image order with the same number in every image (the box head's 64 an image): ``_slots`` gives
+    no slots (the table is the RoIs themselves, seen N x S), and RoIAlign's forward and backward through
+    that plan equal the gathered path's, bit for bit. One RoI fewer and the table is back."""
+    from mrcnn_edu import roi
+    features = xp.asarray(rng.standard_normal((3, 4, 10, 12)).astype(np.float32))
+    rois = xp.asarray(random_rois(rng, 9, 1, 40.0).astype(np.float32))
+    rois[:, 0] = xp.asarray(np.repeat(np.arange(3), 3).astype(np.float32))     # 3 RoIs an image, in order
+    grad = xp.asarray(rng.standard_normal((9, 4, 2, 3)).astype(np.float32))
+    args = (features.shape, (2, 3), 0.25, 2, True, features.dtype)
+    full = roi._align_plan(rois, *args, most=3, in_order=True)
+    gathered = roi._align_plan(rois, *args, most=3)                     # not known to be in order: a table
+    assert full.slot is None and gathered.slot is not None
+    for planned in (roi._roi_align_planned, lambda f, p: roi._roi_align_backward_planned(grad, p)):
+        np.testing.assert_array_equal(backend.to_host(planned(features, full)),
+                                      backend.to_host(planned(features, gathered)))
+    assert roi._align_plan(rois[:8], *args, most=3, in_order=True).slot is not None
