@@ -124,14 +124,15 @@ def _roi_align_planned(features, plan):
         return xp.zeros((plan.rois.shape[0], C, oh, ow), dtype=features.dtype)
     S = plan.Ay_t.shape[1]
     f_t = features.transpose(0, 3, 1, 2).reshape(N, W, C * H)   # columns of the map as GEMM rows
-    out = xp.empty((N, S, ow, C, oh), dtype=features.dtype)
+    parts = []
     for s0, s1 in _blocks(S, N * ow * C * H, xp):
         k = s1 - s0
         # contract x:  (N, k*ow, W) @ (N, W, C*H)  ->  per RoI a (ow*C) x H block
         t = xp.matmul(plan.Ax_t[:, s0:s1].reshape(N, k * ow, W), f_t).reshape(N * k, ow * C, H)
         # contract y:  (ow*C, H) @ (H, oh) for every RoI
         ay = plan.Ay_t[:, s0:s1].reshape(N * k, oh, H).transpose(0, 2, 1)
-        out[:, s0:s1] = xp.matmul(t, ay).reshape(N, k, ow, C, oh)
+        parts.append(xp.matmul(t, ay).reshape(N, k, ow, C, oh))
+    out = parts[0] if len(parts) == 1 else xp.concatenate(parts, axis=1)          # N x S x ow x C x oh
     out = out.reshape((-1,) + out.shape[2:]) if plan.slot is None else out[plan.batch, plan.slot]
     return xp.ascontiguousarray(out.transpose(0, 2, 3, 1))   # R x ow x C x oh -> R x C x oh x ow
 
@@ -178,14 +179,15 @@ def _roi_align_backward_planned(grad_output, plan):
         return xp.zeros((N, C, H, W), dtype=dtype)
     S = plan.Ay_t.shape[1]
     g_t = _padded(grad_output.transpose(0, 3, 1, 2), plan.batch, plan.slot, N, S, xp)   # N x S x ow x C x oh
-    df_t = xp.zeros((N, W, C * H), dtype=dtype)
+    df_t = None
     for s0, s1 in _blocks(S, N * ow * C * H, xp):
         k = s1 - s0
         # spread over rows:  (ow*C, oh) @ (oh, H) for every RoI
         u = xp.matmul(g_t[:, s0:s1].reshape(N * k, ow * C, oh), plan.Ay_t[:, s0:s1].reshape(N * k, oh, H))
         # spread over columns and sum the RoIs of each image:  (N, W, k*ow) @ (N, k*ow, C*H)
         ax = plan.Ax_t[:, s0:s1].reshape(N, k * ow, W).transpose(0, 2, 1)
-        df_t += xp.matmul(ax, u.reshape(N, k * ow, C * H))
+        part = xp.matmul(ax, u.reshape(N, k * ow, C * H))
+        df_t = part if df_t is None else df_t + part                           # N x W x (C H)
     return xp.ascontiguousarray(df_t.reshape(N, W, C, H).transpose(0, 2, 3, 1))
 
 

@@ -380,3 +380,21 @@ def test_rois_that_fill_every_row_skip_the_table(xp, rng):
         np.testing.assert_array_equal(backend.to_host(planned(features, full)),
                                       backend.to_host(planned(features, gathered)))
     assert roi._align_plan(rois[:8], *args, most=3, in_order=True).slot is not None
+
+
+def test_roi_align_in_blocks_of_rois_equals_one_block(xp, rng, monkeypatch):
+    """Many RoIs run in blocks (``_BLOCK_ELEMENTS`` caps a block's temporary): the blocks' outputs are joined,
+    their gradients added, and both equal a single block's, bit for bit."""
+    from mrcnn_edu import roi
+    features = xp.asarray(rng.standard_normal((2, 3, 8, 9)).astype(np.float32))
+    rois = xp.asarray(random_rois(rng, 7, 2, 30.0).astype(np.float32))
+    grad = xp.asarray(rng.standard_normal((7, 3, 2, 2)).astype(np.float32))
+    runs = []
+    for cap in (roi._BLOCK_ELEMENTS, 2 * 2 * 3 * 8 * 2):        # everything in one block; two RoI columns a block
+        monkeypatch.setattr(roi, "_BLOCK_ELEMENTS", cap)
+        plan = roi._align_plan(rois, features.shape, (2, 2), 0.25, 2, True, features.dtype)
+        assert (len(roi._blocks(plan.Ay_t.shape[1], 2 * 2 * 3 * 8, xp)) > 1) == (cap < 1000)
+        runs.append([backend.to_host(roi._roi_align_planned(features, plan)),
+                     backend.to_host(roi._roi_align_backward_planned(grad, plan))])
+    for one, blocks in zip(*runs):
+        np.testing.assert_array_equal(one, blocks)
