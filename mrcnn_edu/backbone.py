@@ -19,7 +19,7 @@ STRIDES = {"C2": 4, "C3": 8, "C4": 16, "C5": 32, "P2": 4, "P3": 8}
 
 def _conv_block(c_in, c_out, stride, groups, rng):
     return [Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False, rng=rng), GroupNorm(groups, c_out),
-            ReLU()]
+            ReLU(inplace=True)]
 
 
 class Backbone(Module):
@@ -74,11 +74,11 @@ class FPNLite(Module):
         self.lateral4 = Conv2d(width4, out, 1, rng=rng)
         self.lateral3 = Conv2d(width3, out, 1, rng=rng)
         self.up4 = UpsampleNearest2x()
-        self.smooth3 = Sequential(Conv2d(out, out, 3, padding=1, rng=rng), ReLU())
+        self.smooth3 = Sequential(Conv2d(out, out, 3, padding=1, rng=rng), ReLU(inplace=True))
         if with_p2:
             self.lateral2 = Conv2d(width2, out, 1, rng=rng)
             self.up3 = UpsampleNearest2x()
-            self.smooth2 = Sequential(Conv2d(out, out, 3, padding=1, rng=rng), ReLU())
+            self.smooth2 = Sequential(Conv2d(out, out, 3, padding=1, rng=rng), ReLU(inplace=True))
 
     def forward(self, feats):
         c2, c3, c4 = feats

@@ -37,7 +37,7 @@ class RPNHead(Module):
     def __init__(self, channels, k, *, rng):
         super().__init__()
         self.k = k
-        self.conv = Sequential(Conv2d(channels, channels, 3, padding=1, rng=rng), ReLU())
+        self.conv = Sequential(Conv2d(channels, channels, 3, padding=1, rng=rng), ReLU(inplace=True))
         self.cls_logits = Conv2d(channels, k, 1, rng=rng)
         self.bbox_pred = Conv2d(channels, 4 * k, 1, rng=rng)
         for layer in (self.cls_logits, self.bbox_pred):
@@ -71,8 +71,8 @@ class BoxHead(Module):
 
     def __init__(self, in_channels, pool_size, hidden, num_classes, *, rng):
         super().__init__()
-        self.trunk = Sequential(Flatten(), Linear(in_channels * pool_size * pool_size, hidden, rng=rng), ReLU(),
-                                Linear(hidden, hidden, rng=rng), ReLU())
+        self.trunk = Sequential(Flatten(), Linear(in_channels * pool_size * pool_size, hidden, rng=rng),
+                                ReLU(inplace=True), Linear(hidden, hidden, rng=rng), ReLU(inplace=True))
         self.cls_score = Linear(hidden, num_classes, rng=rng)
         self.bbox_pred = Linear(hidden, 4 * num_classes, rng=rng)
         # small final layers, as torchvision/Detectron: the first predictions are near "all background, no shift"
@@ -100,9 +100,9 @@ class MaskHead(Module):
         super().__init__()
         layers, c = [], in_channels
         for _ in range(num_convs):
-            layers += [Conv2d(c, channels, 3, padding=1, rng=rng), ReLU()]
+            layers += [Conv2d(c, channels, 3, padding=1, rng=rng), ReLU(inplace=True)]
             c = channels
-        layers += [ConvTranspose2d(c, channels, 2, stride=2, rng=rng), ReLU(),
+        layers += [ConvTranspose2d(c, channels, 2, stride=2, rng=rng), ReLU(inplace=True),
                    Conv2d(channels, num_classes, 1, rng=rng)]
         self.fcn = Sequential(*layers)
 
@@ -124,8 +124,9 @@ class MLPMaskHead(Module):
     def __init__(self, in_channels, pool_size, hidden, num_classes, m, *, rng):
         super().__init__()
         self.shape = (num_classes, m, m)
-        self.mlp = Sequential(Flatten(), Linear(in_channels * pool_size * pool_size, hidden, rng=rng), ReLU(),
-                              Linear(hidden, hidden, rng=rng), ReLU(), Linear(hidden, num_classes * m * m, rng=rng))
+        self.mlp = Sequential(Flatten(), Linear(in_channels * pool_size * pool_size, hidden, rng=rng),
+                              ReLU(inplace=True), Linear(hidden, hidden, rng=rng), ReLU(inplace=True),
+                              Linear(hidden, num_classes * m * m, rng=rng))
 
     def forward(self, features):
         return self.mlp.forward(features).reshape(features.shape[0], *self.shape)

@@ -312,7 +312,8 @@ def _named_modules(module, prefix=""):
 @contextmanager
 def _recorded_outputs(model):
     """While the block runs, every leaf layer's output goes into the yielded list as ``(name, layer, output)``.
-    Each leaf's ``forward`` is shadowed by an instance attribute that records, removed again on the way out."""
+    Each leaf's ``forward`` is shadowed by an instance attribute that records, removed again on the way out.
+    The outputs are recorded as copies: a ``ReLU(inplace=True)`` after a layer overwrites that layer's output."""
     outputs = []
     leaves = [(name, m) for name, m in _named_modules(model) if not m.children()]
 
@@ -321,7 +322,7 @@ def _recorded_outputs(model):
 
         def forward_and_record(x):
             out = forward(x)
-            outputs.append((name, layer, out))
+            outputs.append((name, layer, out.copy()))
             return out
         return forward_and_record
 

@@ -145,6 +145,9 @@ def test_activation_statistics_of_a_relu_by_hand(trained):
     assert row.zeros == pytest.approx((relu == 0).mean()) and 0 < row.zeros < 1
     assert row.mean == pytest.approx(relu.mean(), rel=1e-5) and row.max == pytest.approx(relu.max())
     assert row.min == 0.0
+    # the GroupNorm before it is recorded as it came out, although its ReLU (in place) then overwrote it
+    norm = rows["backbone.stage1.1"]
+    assert norm.layer == "GroupNorm" and norm.min < 0 and norm.zeros == 0
     np.testing.assert_array_equal(host(acts.feature_maps["backbone.stage1"]), relu[0])
     # every layer of the model ran once and was recorded; afterwards no layer keeps the recording forward
     leaves = [m for m in model.modules() if not m.children()]

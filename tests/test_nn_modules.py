@@ -194,3 +194,19 @@ def test_small_cnn_overfits_a_tiny_batch(xp, make_optimizer):
     assert losses[-1] < losses[0] / 100, f"loss {losses[0]:.4f} -> {losses[-1]:.6f}"
 
 
+
+
+def test_relu_in_place_writes_into_its_input(xp, rng):
+    """``ReLU(inplace=True)``: the output is the input array, overwritten with ``max(x, 0)``; the backward is
+    the plain ReLU's (the mask of positives is taken before the write); the printout says so."""
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    dout = xp.asarray(rng.standard_normal(x.shape).astype(np.float32))
+    plain, in_place = nn.ReLU(), nn.ReLU(inplace=True)
+    expected = host(plain.forward(xp.asarray(x)))
+    given = xp.asarray(x)
+    out = in_place.forward(given)
+    assert out is given
+    np.testing.assert_array_equal(host(out), np.maximum(x, 0))
+    np.testing.assert_array_equal(host(out), expected)
+    np.testing.assert_array_equal(host(in_place.backward(dout)), host(plain.backward(dout)))
+    assert repr(in_place).splitlines()[0] == "ReLU(inplace=True)" and repr(plain).splitlines()[0] == "ReLU()"

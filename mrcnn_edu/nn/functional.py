@@ -89,10 +89,12 @@ def relu(x):
     return _relu(float_input(x, "x", "an array"))
 
 
-def _relu(x):
+def _relu(x, inplace=False):
+    """``relu``'s maths; ``inplace`` writes the result into ``x`` (``ReLU(inplace=True)``)."""
     positive = x > 0
     # x * (x > 0): max(x, 0) (-0.0 where x < 0, which equals 0), faster in NumPy than xp.maximum(x, 0)
-    return x * positive, (positive, x.dtype)
+    out = backend.get_array_module(x).multiply(x, positive, out=x if inplace else None)
+    return out, (positive, x.dtype)
 
 
 def relu_backward(dout, cache):

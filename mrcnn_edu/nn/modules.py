@@ -376,10 +376,19 @@ class _Stateless(Module):
 
 
 class ReLU(_Stateless):
-    """``relu``."""
+    """``relu``. With ``inplace=True`` (as PyTorch's) the result is written into the input array instead of a
+    new one: for an input that nothing else reads, such as the fresh output of the layer before (the models
+    here use it so). Backward needs only the mask of positive inputs, taken before the write."""
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        self.inplace = bool(inplace)
 
     def forward(self, x):
-        return self._apply(F._relu, x)
+        return self._apply(F._relu, x, self.inplace)
+
+    def extra_repr(self):
+        return "inplace=True" if self.inplace else ""
 
     def backward(self, dout):
         return F._relu_backward(dout, self.take())
