@@ -197,8 +197,9 @@ def test_small_cnn_overfits_a_tiny_batch(xp, make_optimizer):
 
 
 def test_relu_in_place_writes_into_its_input(xp, rng):
-    """``ReLU(inplace=True)``: the output is the input array, overwritten with ``max(x, 0)``; the backward is
-    the plain ReLU's (the mask of positives is taken before the write); the printout says so."""
+    """``ReLU(inplace=True)``: the output is the input array, overwritten with ``max(x, 0)``; the gradient is
+    the incoming gradient array, overwritten with the plain ReLU's (the mask of positives is taken before the
+    forward's write); the printout says so."""
     x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
     dout = xp.asarray(rng.standard_normal(x.shape).astype(np.float32))
     plain, in_place = nn.ReLU(), nn.ReLU(inplace=True)
@@ -208,5 +209,8 @@ def test_relu_in_place_writes_into_its_input(xp, rng):
     assert out is given
     np.testing.assert_array_equal(host(out), np.maximum(x, 0))
     np.testing.assert_array_equal(host(out), expected)
-    np.testing.assert_array_equal(host(in_place.backward(dout)), host(plain.backward(dout)))
+    expected = host(plain.backward(dout))
+    given = in_place.backward(dout)
+    assert given is dout
+    np.testing.assert_array_equal(host(given), expected)
     assert repr(in_place).splitlines()[0] == "ReLU(inplace=True)" and repr(plain).splitlines()[0] == "ReLU()"

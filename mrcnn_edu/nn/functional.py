@@ -103,9 +103,10 @@ def relu_backward(dout, cache):
     return _relu_backward(check_dout(dout, positive.shape, dtype), cache)
 
 
-def _relu_backward(dout, cache):
+def _relu_backward(dout, cache, inplace=False):
+    """``relu_backward``'s maths; ``inplace`` writes the result into ``dout`` (``ReLU(inplace=True)``)."""
     positive, _ = cache
-    return dout * positive
+    return backend.get_array_module(dout).multiply(dout, positive, out=dout if inplace else None)
 
 
 # ----------------------------------------------------------------------------------------------------

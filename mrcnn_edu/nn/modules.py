@@ -376,9 +376,11 @@ class _Stateless(Module):
 
 
 class ReLU(_Stateless):
-    """``relu``. With ``inplace=True`` (as PyTorch's) the result is written into the input array instead of a
-    new one: for an input that nothing else reads, such as the fresh output of the layer before (the models
-    here use it so). Backward needs only the mask of positive inputs, taken before the write."""
+    """``relu``. With ``inplace=True`` (PyTorch's option) the forward writes its result into the input array
+    and the backward into the incoming gradient, instead of new arrays (arrays still warm in the cache): for
+    arrays that nothing else reads afterwards, such as the fresh output of the layer before, and a gradient
+    the caller hands on (the models here use it so). Backward needs only the mask of the positive inputs,
+    taken before the write."""
 
     def __init__(self, inplace=False):
         super().__init__()
@@ -391,7 +393,7 @@ class ReLU(_Stateless):
         return "inplace=True" if self.inplace else ""
 
     def backward(self, dout):
-        return F._relu_backward(dout, self.take())
+        return F._relu_backward(dout, self.take(), self.inplace)
 
 
 class MaxPool2d(_Stateless):
