@@ -22,6 +22,14 @@ def _conv_block(c_in, c_out, stride, groups, rng):
             ReLU(inplace=True)]
 
 
+def _plus(own, other):
+    """``own + other``, added into ``own`` (an array this module has just made, which nothing else holds; it
+    is still in the cache); ``own`` as it is when ``other`` is None."""
+    if other is not None:
+        own += other
+    return own
+
+
 class Backbone(Module):
     """Four stride-2 stages of 3 x 3 conv + GroupNorm + ReLU (two convs from stage 2 on): C2, C3, C4 out
     (strides 4, 8 and 16). With ``stride=32`` a fifth stage of C4's width follows and C5 replaces C4.
@@ -52,8 +60,8 @@ class Backbone(Module):
         dc2, dc3, dc4 = grads
         if hasattr(self, "stage5"):
             dc4 = self.stage5.backward(dc4)
-        dc3 = self.stage4.backward(dc4) if dc3 is None else dc3 + self.stage4.backward(dc4)
-        dc2 = self.stage3.backward(dc3) if dc2 is None else dc2 + self.stage3.backward(dc3)
+        dc3 = _plus(self.stage4.backward(dc4), dc3)
+        dc2 = _plus(self.stage3.backward(dc3), dc2)
         self.stage1[0].need_dx = need_dx          # the conv that reads the image
         return self.stage1.backward(self.stage2.backward(dc2))
 
@@ -82,8 +90,8 @@ class FPNLite(Module):
 
     def forward(self, feats):
         c2, c3, c4 = feats
-        l3 = self.lateral3.forward(c3) + self.up4.forward(self.lateral4.forward(c4))
-        p2 = self.smooth2.forward(self.lateral2.forward(c2) + self.up3.forward(l3)) if self.with_p2 else None
+        l3 = _plus(self.lateral3.forward(c3), self.up4.forward(self.lateral4.forward(c4)))
+        p2 = self.smooth2.forward(_plus(self.lateral2.forward(c2), self.up3.forward(l3))) if self.with_p2 else None
         return p2, self.smooth3.forward(l3)
 
     def backward(self, grads):
@@ -93,6 +101,6 @@ class FPNLite(Module):
         if self.with_p2:
             dl2 = self.smooth2.backward(dp2)
             dc2 = self.lateral2.backward(dl2)
-            dl3 = dl3 + self.up3.backward(dl2)
+            dl3 = _plus(dl3, self.up3.backward(dl2))
         dc4 = self.lateral4.backward(self.up4.backward(dl3))
         return dc2, self.lateral3.backward(dl3), dc4

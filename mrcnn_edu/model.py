@@ -187,7 +187,10 @@ class MaskRCNN(Module):
         mean, std = self._pixel_stats()
         # channels first before the arithmetic: a per-channel mean then broadcasts over whole image planes
         x = xp.asarray(images).transpose(0, 3, 1, 2).astype(self.dtype)
-        return (x / 255.0 - mean[:, None, None]) / std[:, None, None]
+        x /= 255.0                                 # in place: the same operations as new arrays
+        x -= mean[:, None, None]
+        x /= std[:, None, None]
+        return x
 
     def _features(self, x):
         c2, c3, top = self.backbone.forward(x)

@@ -228,11 +228,14 @@ def _group_norm(x, gamma, beta, num_groups, eps):
     groups = x.reshape(group_shape)
     mean = groups.mean(axis=2, keepdims=True)
     centered = groups - mean
-    inv_std = 1.0 / xp.sqrt((centered * centered).mean(axis=2, keepdims=True) + eps)
-    centered *= inv_std                                       # in place (the same operations as a new array)
+    squares = centered * centered
+    inv_std = 1.0 / xp.sqrt(squares.mean(axis=2, keepdims=True) + eps)
+    # in place, here and below: the same operations as new arrays, so the same numbers; the output goes into
+    # the squares' array, which is still in the cache
+    centered *= inv_std
     xhat = centered.reshape(x.shape)
     channel = (1, c) + (1,) * (x.ndim - 2)                    # broadcasts a per-channel vector over x
-    out = xhat * gamma.reshape(channel)
+    out = xp.multiply(xhat, gamma.reshape(channel), out=squares.reshape(x.shape))
     out += beta.reshape(channel)
     return out, GroupNormCache(xhat, inv_std, gamma, num_groups)
 
@@ -300,4 +303,6 @@ def _upsample_nearest2x_backward(dout, cache):
     top, bottom = blocks[:, :, :, 0], blocks[:, :, :, 1]
     # the same sums, in the same order, as .sum(axis=(3, 5)), which NumPy runs many times slower (it
     # reduces over two axes of length 2)
-    return (top[..., 0] + top[..., 1]) + (bottom[..., 0] + bottom[..., 1])
+    dx = top[..., 0] + top[..., 1]
+    dx += bottom[..., 0] + bottom[..., 1]
+    return dx
