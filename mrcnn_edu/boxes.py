@@ -61,12 +61,17 @@ def _inter_union(boxes1, boxes2):
     """
     xp = backend.get_array_module(boxes1, boxes2)
     b1, b2 = boxes1[..., :, None, :], boxes2[..., None, :, :]
-    w = xp.maximum(xp.minimum(b1[..., 2], b2[..., 2]) - xp.maximum(b1[..., 0], b2[..., 0]), 0)
-    h = xp.maximum(xp.minimum(b1[..., 3], b2[..., 3]) - xp.maximum(b1[..., 1], b2[..., 1]), 0)
-    inter = w * h
+    # worked out in place (the same operations as new arrays, so the same numbers, in arrays still in the cache)
+    inter = xp.minimum(b1[..., 2], b2[..., 2])
+    inter -= xp.maximum(b1[..., 0], b2[..., 0])
+    xp.maximum(inter, 0, out=inter)                             # the width of the overlap
+    h = xp.minimum(b1[..., 3], b2[..., 3])
+    h -= xp.maximum(b1[..., 1], b2[..., 1])
+    inter *= xp.maximum(h, 0, out=h)                           # times its height
     area1 = _box_area(boxes1)
     area2 = area1 if boxes2 is boxes1 else _box_area(boxes2)    # NMS: the boxes against themselves
-    union = area1[..., :, None] + area2[..., None, :] - inter
+    union = area1[..., :, None] + area2[..., None, :]
+    union -= inter
     return inter, union
 
 
