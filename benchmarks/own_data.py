@@ -4,9 +4,10 @@
 
 Prints two Markdown tables:
 
-1. the peak resident memory of a process that runs two training steps of the default model, for several
-   batch sizes and image sizes, next to ``train.step_memory_mb``, the estimate ``train`` uses to refuse a
-   batch that cannot fit (each in a fresh process, since a process's peak never goes down);
+1. the peak resident memory of a process that runs two training steps of the shapes model, for several
+   batch sizes and image sizes (with the RoI counts of ``shapes_model_settings``, as ``mrcnn-edu train
+   --image-size`` sets them), next to ``train.step_memory_mb``, the estimate ``train`` uses to refuse a batch
+   that cannot fit (each in a fresh process, since a process's peak never goes down);
 2. a 4000 x 3000 JPEG (12 MP, a phone photo) with three object masks, reduced to the model's 128 px by
    ``resize_and_pad`` (what training and ``evaluate`` do), read straight at that size by ``read_image_resized``
    (what ``predict`` does), and three detections mapped back onto the 12 MP image by ``undo_resize_and_pad``.
@@ -26,6 +27,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mrcnn_edu.data import images  # noqa: E402
+from mrcnn_edu.data.shapes import shapes_model_settings  # noqa: E402
 from mrcnn_edu.model import ModelConfig  # noqa: E402
 from mrcnn_edu.train import step_memory_mb  # noqa: E402
 
@@ -34,10 +36,11 @@ import resource, sys
 import numpy as np
 from mrcnn_edu import backend
 backend.keep_freed_memory()
+from mrcnn_edu.data.shapes import shapes_model_settings
 from mrcnn_edu.model import MaskRCNN, ModelConfig
 from mrcnn_edu.train import ShapesData, _to_targets
 batch, size = int(sys.argv[1]), int(sys.argv[2])
-model = MaskRCNN(ModelConfig(image_size=size), rng=np.random.default_rng(0))
+model = MaskRCNN(ModelConfig(**shapes_model_settings(size)), rng=np.random.default_rng(0))
 samples = ShapesData(0, size, 1).batch(0, batch)
 images, targets = np.stack([s[0] for s in samples]), _to_targets([s[1] for s in samples], [s[2] for s in samples])
 for step in range(2):
@@ -81,10 +84,11 @@ def loading_table():
 
 def memory_table():
     print("| images a step | image size | peak MiB (measured) | step_memory_mb |\n| ---: | ---: | ---: | ---: |")
-    for batch, size in ((1, 128), (4, 128), (16, 128), (4, 256)):
+    for batch, size in ((1, 128), (4, 128), (16, 128), (1, 256), (4, 256), (1, 512), (4, 512)):
         out = subprocess.run([sys.executable, "-c", PEAK, str(batch), str(size)], capture_output=True, text=True,
                              check=True, cwd=Path(__file__).resolve().parents[1]).stdout
-        print(f"| {batch} | {size} | {float(out):.0f} | {step_memory_mb(ModelConfig(image_size=size), batch):.0f} |")
+        fit = step_memory_mb(ModelConfig(**shapes_model_settings(size)), batch)
+        print(f"| {batch} | {size} | {float(out):.0f} | {fit:.0f} |")
 
 
 if __name__ == "__main__":

@@ -247,12 +247,18 @@ def _write_val_json(data, path):
 def step_memory_mb(model_config, batch_size):
     """About how much memory one training step needs, in MiB (host memory on NumPy).
 
-    A fit of the default model's measured peaks (``benchmarks/own_data.py``; the numbers are in
-    ``benchmarks/RESULTS.md``, "Own data"): a fixed cost, and per image a part for the heads (whose RoI count
-    does not grow with the image) and a part that grows with its pixels.
+    A fit of the measured peaks of the shapes model at 128, 256 and 512 px, with the RoI counts that
+    ``shapes_model_settings`` scales with the image (``benchmarks/own_data.py``; the numbers are in
+    ``benchmarks/RESULTS.md``, "Own data"): a fixed cost, and per image a part for the heads, which grows with
+    their RoIs (``roi_batch``, 64 by default; ``mask_rois_per_image`` grows alike), and a part that grows with
+    the image's pixels.
     """
+    heads = model_config.roi_batch / 64
     pixels = (model_config.image_size / 128) ** 2
-    return 52 + batch_size * (14 + 9.5 * pixels)
+    return STEP_MEMORY_FIXED_MB + batch_size * (12 * heads + 10.5 * pixels)
+
+
+STEP_MEMORY_FIXED_MB = 60      # the part of ``step_memory_mb`` that does not grow with the batch
 
 
 def _free_memory_mb():
@@ -275,7 +281,8 @@ def check_memory(model_config, batch_size):
     """Refuse, before the first step, a batch that cannot fit in the memory there is (with a margin)."""
     need, free = step_memory_mb(model_config, batch_size), _free_memory_mb()
     if free is not None and need > MEMORY_MARGIN * free:
-        fits = max(0, int((MEMORY_MARGIN * free - 52) / (need - 52) * batch_size))
+        fixed = STEP_MEMORY_FIXED_MB
+        fits = max(0, int((MEMORY_MARGIN * free - fixed) / (need - fixed) * batch_size))
         raise MemoryError(f"--batch-size {batch_size}: a step of {batch_size} images of {model_config.image_size} "
                           f"px needs about {need / 1024:.1f} GiB, and {free / 1024:.1f} GiB is free; use "
                           f"--batch-size {fits} or less")
