@@ -340,8 +340,9 @@ def _layer_statistics(name, layer, out):
     if out.size == 0:
         nan = float("nan")
         return LayerStatistics(name, kind, tuple(out.shape), nan, nan, nan, nan, nan)
+    # + 0.0 turns -0.0, which an in-place ReLU leaves where its input was negative, into 0.0 for the table
     return LayerStatistics(name, kind, tuple(out.shape), float(out.mean()), float(out.std()),
-                           float((out == 0).mean()), float(out.min()), float(out.max()))
+                           float((out == 0).mean()), float(out.min()) + 0.0, float(out.max()) + 0.0)
 
 
 # ---------------------------------------------------------------------------------------------------------

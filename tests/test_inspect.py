@@ -2,6 +2,7 @@
 (anchor matches, recall, candidates, activation statistics) agree with the library's stages and with sums done
 by hand, and the command writes its figures, refuses to overwrite them, and fails in one line."""
 import json
+import math
 import shutil
 
 import numpy as np
@@ -144,7 +145,7 @@ def test_activation_statistics_of_a_relu_by_hand(trained):
     assert row.layer == "ReLU" and row.shape == relu.shape
     assert row.zeros == pytest.approx((relu == 0).mean()) and 0 < row.zeros < 1
     assert row.mean == pytest.approx(relu.mean(), rel=1e-5) and row.max == pytest.approx(relu.max())
-    assert row.min == 0.0
+    assert row.min == 0.0 and math.copysign(1.0, row.min) == 1.0      # 0, not the -0.0 of an in-place ReLU
     # the GroupNorm before it is recorded as it came out, although its ReLU (in place) then overwrote it
     norm = rows["backbone.stage1.1"]
     assert norm.layer == "GroupNorm" and norm.min < 0 and norm.zeros == 0

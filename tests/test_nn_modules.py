@@ -209,6 +209,7 @@ def test_relu_in_place_writes_into_its_input(xp, rng):
     assert out is given
     np.testing.assert_array_equal(host(out), np.maximum(x, 0))
     np.testing.assert_array_equal(host(out), expected)
+    assert not np.signbit(expected).any()                   # the plain ReLU gives 0, never -0.0
     expected = host(plain.backward(dout))
     given = in_place.backward(dout)
     assert given is dout
