@@ -221,25 +221,21 @@ def _align_matrices(rois, feature_hw, output_size, spatial_scale, sampling_ratio
     return _axis_weights(*axis[0], oh, H, dtype, xp), _axis_weights(*axis[1], ow, W, dtype, xp)
 
 
-def _axis_weights(start, bin_size, grid, n_bins, size, dtype, xp, g_max=None):
+def _axis_weights(start, bin_size, grid, n_bins, size, dtype, xp):
     """The interpolation matrices of one axis: ``... x n_bins x size``.
 
     start, bin_size : the RoIs' starts and bin sizes on this axis in feature-map coordinates, any shape ``...``
                       (R for one axis, R x 2 for both)
     grid            : samples per bin on this axis: one int for every RoI (a fixed sampling ratio), or ints of
                       ``start``'s shape (``gh`` or ``gw``; 0 gives an all-zero row)
-    g_max           : ``grid.max()`` when the caller knows it, which spares the GPU a round trip to Python
     Entry ``[..., p, i]`` is the summed bilinear weight that the samples of bin ``p`` put on feature index
     ``i``, divided by the number of samples. torchvision's rules: a sample beyond ``[-1, size]`` counts as 0,
     one in ``[-1, 0]`` is clamped to 0, one past ``size - 1`` reads the last index.
     """
     lead = tuple(start.shape)
     fixed = isinstance(grid, int)
-    if fixed:
-        g_max = grid
-    elif g_max is None:
-        g_max = int(grid.max()) if start.size else 0
-    g_max = max(g_max, 1)
+    # the most samples a bin takes: read back from the device only for an adaptive grid
+    g_max = max(grid if fixed else (int(grid.max()) if start.size else 0), 1)
     p = xp.arange(n_bins, dtype=dtype)[:, None]                    # n_bins x 1
     half = xp.arange(0.5, g_max, dtype=dtype)                      # sample s sits at s + 0.5 of the bin
     g = dtype.type(max(grid, 1)) if fixed else xp.maximum(grid, 1).astype(dtype)[..., None, None]

@@ -244,6 +244,9 @@ def _write_val_json(data, path):
 
 
 # ------------------------------------------------------------------------------------------ memory
+STEP_MEMORY_FIXED_MB = 60      # the part of ``step_memory_mb`` that does not grow with the batch
+
+
 def step_memory_mb(model_config, batch_size):
     """About how much memory one training step needs, in MiB (host memory on NumPy).
 
@@ -256,9 +259,6 @@ def step_memory_mb(model_config, batch_size):
     heads = model_config.roi_batch / 64
     pixels = (model_config.image_size / 128) ** 2
     return STEP_MEMORY_FIXED_MB + batch_size * (12 * heads + 10.5 * pixels)
-
-
-STEP_MEMORY_FIXED_MB = 60      # the part of ``step_memory_mb`` that does not grow with the batch
 
 
 def _free_memory_mb():
@@ -281,8 +281,8 @@ def check_memory(model_config, batch_size):
     """Refuse, before the first step, a batch that cannot fit in the memory there is (with a margin)."""
     need, free = step_memory_mb(model_config, batch_size), _free_memory_mb()
     if free is not None and need > MEMORY_MARGIN * free:
-        fixed = STEP_MEMORY_FIXED_MB
-        fits = max(0, int((MEMORY_MARGIN * free - fixed) / (need - fixed) * batch_size))
+        fits = max(0, int((MEMORY_MARGIN * free - STEP_MEMORY_FIXED_MB) / (need - STEP_MEMORY_FIXED_MB)
+                          * batch_size))
         raise MemoryError(f"--batch-size {batch_size}: a step of {batch_size} images of {model_config.image_size} "
                           f"px needs about {need / 1024:.1f} GiB, and {free / 1024:.1f} GiB is free; use "
                           f"--batch-size {fits} or less")
