@@ -188,27 +188,6 @@ def test_im2col_of_a_3_wide_stride_1_kernel_in_long_runs(xp, rng, shape, kh, ph)
         assert not np.signbit(got[want == 0]).any()                         # the padding's zeros are +0.0
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_stride_1_dx_in_blocks_of_images_is_the_same_to_the_bit(xp, rng, dtype, monkeypatch):
-    """The input gradient of a stride-1 3 x 3 conv multiplies its columns a block of images at a time
-    (``_CACHE_BLOCK_BYTES``): blocks of 1, 2 and 3 of 7 images (an uneven last block) give the bits of one
-    block, and equal the col2im path (``W^T @ dout``, scattered back) within rounding."""
-    from mrcnn_edu.nn import conv
-    x, wt = normal(rng, (7, 5, 6, 4), xp, dtype), normal(rng, (3, 5, 3, 3), xp, dtype)
-    out, cache = F.conv2d(x, wt, None, stride=1, padding=1)
-    dout = normal(rng, out.shape, xp, dtype)
-    per_image = 3 * 9 * 6 * 4 * np.dtype(dtype).itemsize
-    monkeypatch.setattr(conv, "_CACHE_BLOCK_BYTES", 10 * per_image)
-    assert conv._image_blocks(7, per_image) == [(0, 7)]
-    whole = host(F.conv2d_backward(dout, cache)[0])
-    scattered = F.col2im(xp.matmul(wt.reshape(3, -1).T, dout.reshape(7, 3, -1)), x.shape, (3, 3), (1, 1), (1, 1))
-    np.testing.assert_allclose(whole, host(scattered), rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
-    for images in (1, 2, 3):
-        monkeypatch.setattr(conv, "_CACHE_BLOCK_BYTES", images * per_image)
-        assert len(conv._image_blocks(7, per_image)) == -(-7 // images)
-        np.testing.assert_array_equal(host(F.conv2d_backward(dout, cache)[0]), whole)
-
-
 def test_conv2d_backward_can_skip_dx(xp, rng):
     x, wt, b = normal(rng, (2, 3, 6, 5), xp), normal(rng, (4, 3, 3, 3), xp), normal(rng, (4,), xp)
     out, cache = F.conv2d(x, wt, b, stride=2, padding=1)

@@ -53,11 +53,6 @@ __all__ = ["conv_output_size", "conv_transpose_output_size", "im2col", "col2im",
 
 size_pair = pair  # lesson 06's name for it (its stubs import it from here)
 
-# The input gradient of a stride-1 conv gathers and multiplies its columns in blocks of images this large
-# (bytes): a block's columns stay in the CPU's caches (2 x 1 MiB L2, 32 MiB L3 on the 2-core benchmark machine)
-# between the copy that makes them and the GEMM that reads them (``_full_correlation``).
-_CACHE_BLOCK_BYTES = 5 << 20
-
 
 # ----------------------------------------------------------------------------------------------------
 # im2col and its adjoint col2im
@@ -99,7 +94,7 @@ def _windows_cm(x, kernel_size, stride, padding):
     (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
     c, n, h, w = x.shape
     oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
-    if _in_runs((kh, kw), (sh, sw), (ph, pw)):
+    if (sh, sw) == (1, 1) and (kw, pw) == (3, 1):
         return _windows_in_runs(x, kh, ph, oh)
     padded = _padded_channel_major(x, ph, pw)
     s_c, s_n, s_y, s_x = padded.strides
@@ -108,43 +103,21 @@ def _windows_cm(x, kernel_size, stride, padding):
     return xp.ascontiguousarray(windows).reshape(c * kh * kw, n * oh * ow)
 
 
-def _in_runs(kernel_size, stride, padding):
-    """Whether ``_windows_in_runs`` makes these windows: a kernel 3 wide at stride 1, padded by 1 across."""
-    return tuple(stride) == (1, 1) and (kernel_size[1], padding[1]) == (3, 1)
-
-
 def _windows_in_runs(x, kh, ph, oh):
     """``_windows_cm`` of a kernel 3 wide at stride 1, padded by 1 across (every 3 x 3 conv of the model but
     the stride-2 ones), made with long copies: the same columns, to the bit.
 
     The output rows are then as wide as the input's (OW = W). Each image channel is laid out flat, with ``ph``
-    zero rows above and below and one zero before and after (``_flat_rows``); window row ``(c, i, j, n)`` is
-    then one run of ``OH x W`` floats of it, starting at ``i W + j`` (``_runs_as_columns``). The general view
-    reads in runs of OW floats, which NumPy copies several times slower.
+    zero rows above and below and one zero before and after; window row ``(c, i, j, n)`` is then one run of
+    ``OH x W`` floats of it, starting at ``i W + j``. The general view reads in runs of OW floats, which NumPy
+    copies several times slower. Crossing the end of a row, the left tap (j = 0) of output column 0 reads the
+    previous row's last pixel and the right tap (j = 2) of column W - 1 the next row's first, where the
+    padding holds zeros: a view of just those entries puts the zeros back.
     """
-    return _runs_as_columns(_flat_rows(x, ph), kh, x.shape[3], oh)
-
-
-def _flat_rows(x, ph):
-    """``x`` (C x N x H x W, any strides) as ``C x N x ((H + 2 ph) W + 2)``: each image channel's rows one after
-    the other, with ``ph`` zero rows above and below and one zero before and after."""
     xp = backend.get_array_module(x)
     c, n, h, w = x.shape
     flat = xp.zeros((c, n, (h + 2 * ph) * w + 2), dtype=x.dtype)
     flat[:, :, 1 + ph * w:1 + (ph + h) * w] = x.reshape(c, n, h * w)
-    return flat
-
-
-def _runs_as_columns(flat, kh, w, oh):
-    """The columns ``(C kh 3) x (N OH W)`` of the images of ``flat`` (``_flat_rows`` of maps W wide, or a slice
-    of its images): window row ``(c, i, j, n)`` is the run of ``OH x W`` floats from ``i W + j`` on.
-
-    Crossing the end of a row, the left tap (j = 0) of output column 0 reads the previous row's last pixel and
-    the right tap (j = 2) of column W - 1 the next row's first, where the padding holds zeros: a view of just
-    those entries puts the zeros back.
-    """
-    xp = backend.get_array_module(flat)
-    c, n, _ = flat.shape
     s_c, s_n, s = flat.strides
     runs = xp.lib.stride_tricks.as_strided(flat, shape=(c, kh, 3, n, oh * w), strides=(s_c, w * s, s, s_n, s))
     cols = xp.ascontiguousarray(runs)                                   # (c, i, j, n, oy * W + ox)
@@ -356,32 +329,13 @@ def _conv2d_backward(dout, cache, need_dx=True):
 def _full_correlation(dout, w, x_shape, out_hw, padding):
     """dx of a stride-1 conv2d as a convolution itself: dout (``C_out x (N OH OW)``), padded by ``k - 1 - p``,
     correlated with the kernel flipped in space and with its channel axes swapped. The same numbers as
-    ``col2im(W^T @ dout)``, but gathered (im2col) instead of scattered (nine ``+=`` passes), which is faster.
-
-    The columns of a few images at a time (``_image_blocks``): a block's columns are still in the cache when
-    the GEMM reads them, where the whole batch's would go out to memory and come back (the mask head's 28
-    RoIs make 14 MB of them). Each output pixel's sum is the same, so are the bits.
-    """
+    ``col2im(W^T @ dout)``, but gathered (im2col) instead of scattered (nine ``+=`` passes), which is faster."""
     xp = backend.get_array_module(dout)
     c_out, c_in, kh, kw = w.shape
     n, _, h, wd = x_shape
-    pad = (kh - 1 - padding[0], kw - 1 - padding[1])
     flipped = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c_in, c_out * kh * kw)
-    dout = dout.reshape(c_out, n, *out_hw)
-    if not _in_runs((kh, kw), (1, 1), pad):
-        return _images_first(flipped @ _windows_cm(dout, (kh, kw), (1, 1), pad), n, h, wd)
-    flat = _flat_rows(dout, pad[0])
-    parts = [flipped @ _runs_as_columns(flat[:, n0:n1], kh, wd, h)
-             for n0, n1 in _image_blocks(n, c_out * kh * kw * h * wd * dout.itemsize)]
-    dx = parts[0] if len(parts) == 1 else xp.concatenate(parts, axis=1)
-    return _images_first(dx, n, h, wd)
-
-
-def _image_blocks(n, bytes_per_image):
-    """``(n0, n1)`` ranges of the N images whose columns stay under ``_CACHE_BLOCK_BYTES`` (one image at least;
-    one empty range for an empty batch)."""
-    step = max(1, _CACHE_BLOCK_BYTES // max(bytes_per_image, 1))
-    return [(n0, min(n0 + step, n)) for n0 in range(0, max(n, 1), step)]
+    cols = _windows_cm(dout.reshape(c_out, n, *out_hw), (kh, kw), (1, 1), (kh - 1 - padding[0], kw - 1 - padding[1]))
+    return _images_first(flipped @ cols, n, h, wd)
 
 
 # ----------------------------------------------------------------------------------------------------
