@@ -6,8 +6,9 @@
 # 1. the CuPy variants of the test suite (every `xp`-parametrized test, oracle parity included when torch is
 #    there), 2. a short training run on CuPy through the real CLI, 3. the training-step benchmark against the
 #    torchvision twin on the same GPU, 4. the conv benchmark against cuDNN, 5. the stage-op benchmark against
-#    torchvision's CUDA kernels, 6. a profile of training steps on CuPy. Each stage runs under its own time
-#    limit and writes $OUT/<stage>.log; the
+#    torchvision's CUDA kernels, 6. a profile of training steps on CuPy, 7. the step at 512 px (the issue's
+#    "at 512 px at least 10x the CPU": this 2-core CPU takes about 1.05 s, RESULTS.md). Each stage runs under
+#    its own time limit and writes $OUT/<stage>.log; the
 #    script prints the tail of each. Extra packages the GPU image lacks (pycocotools, for collecting the
 #    evaluation tests) are installed from wheels in .whl/ when that folder exists.
 set -u
@@ -45,3 +46,5 @@ stage train_step "${LIMIT_STEP:-90}" python3 benchmarks/train_step.py --backend 
 TAIL=18 stage layers "${LIMIT_LAYERS:-45}" python3 benchmarks/layers.py --backend cupy
 TAIL=16 stage ops "${LIMIT_OPS:-45}" python3 benchmarks/ops.py --backend cupy
 TAIL=70 stage profile "${LIMIT_PROFILE:-60}" python3 benchmarks/profile_step.py --backend cupy --steps 10 --top 40
+TAIL=25 stage profile512 "${LIMIT_512:-60}" python3 benchmarks/profile_step.py --backend cupy --image-size 512 \
+    --steps 6 --warmup 2 --top 5
