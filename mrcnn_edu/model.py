@@ -185,8 +185,9 @@ class MaskRCNN(Module):
         """N x H x W x 3 uint8 -> N x 3 x H x W float (the parameters' dtype), centred and scaled."""
         xp = backend.xp
         mean, std = self._pixel_stats()
-        # channels first before the arithmetic: a per-channel mean then broadcasts over whole image planes
-        x = xp.asarray(images).transpose(0, 3, 1, 2).astype(self.dtype)
+        # channels first before the arithmetic, in memory too (order="C": astype would keep the pixels' H x W x 3
+        # layout), so that a per-channel mean broadcasts over whole image planes
+        x = xp.asarray(images).transpose(0, 3, 1, 2).astype(self.dtype, order="C")
         x /= 255.0                                 # in place: the same operations as new arrays
         x -= mean[:, None, None]
         x /= std[:, None, None]

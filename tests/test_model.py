@@ -116,6 +116,19 @@ def test_ablation_variants_predict(variant):
         assert len(d["boxes"]) == len(d["scores"]) == len(d["labels"])
 
 
+def test_normalize_gives_channel_planes_centred_and_scaled():
+    """N x H x W x 3 uint8 -> N x 3 x H x W, (pixel / 255 - mean) / std per channel, laid out channel-first in
+    memory too (C-contiguous: each channel a whole image plane, as the convolutions read it)."""
+    cfg = ModelConfig(**TINY, pixel_mean=(0.2, 0.5, 0.8), pixel_std=(0.5, 0.25, 0.125))
+    model = MaskRCNN(cfg, rng=np.random.default_rng(1))
+    images = np.random.default_rng(2).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    x = backend.to_host(model.normalize(images))
+    assert x.shape == (2, 3, 64, 64) and x.dtype == np.float32 and x.flags.c_contiguous
+    want = (images.transpose(0, 3, 1, 2) / 255.0 - np.array(cfg.pixel_mean)[:, None, None]) \
+        / np.array(cfg.pixel_std)[:, None, None]
+    np.testing.assert_allclose(x, want, rtol=1e-5, atol=1e-5)
+
+
 def test_softmax_logits_read_out_as_the_softmax():
     from mrcnn_edu.postprocess import softmax_as_sigmoid_logits as _softmax_as_sigmoid_logits
     z = np.random.default_rng(0).normal(0, 3, (2, 4, 3, 3))
