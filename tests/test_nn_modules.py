@@ -194,8 +194,6 @@ def test_small_cnn_overfits_a_tiny_batch(xp, make_optimizer):
     assert losses[-1] < losses[0] / 100, f"loss {losses[0]:.4f} -> {losses[-1]:.6f}"
 
 
-
-
 def test_relu_in_place_writes_into_its_input(xp, rng):
     """``ReLU(inplace=True)``: the output is the input array, overwritten with ``max(x, 0)``; the gradient is
     the incoming gradient array, overwritten with the plain ReLU's (the mask of positives is taken before the

@@ -94,7 +94,8 @@ def _relu(x, inplace=False):
     the same values, faster in NumPy than ``maximum``, but -0.0 (equal to 0) where x was negative."""
     xp = backend.get_array_module(x)
     positive = x > 0
-    return xp.multiply(x, positive, out=x) if inplace else xp.maximum(x, 0), (positive, x.dtype)
+    out = xp.multiply(x, positive, out=x) if inplace else xp.maximum(x, 0)
+    return out, (positive, x.dtype)
 
 
 def relu_backward(dout, cache):
