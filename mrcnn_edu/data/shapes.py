@@ -233,15 +233,11 @@ def render(layout, size=128):
     """
     size = _check_int(size, "size", 1)
     n = len(layout.class_ids)
-    full = np.zeros((n, size, size), dtype=bool)
+    # paint the objects in drawing order, each over those before it: label 0 is the background, i + 1 object i
+    label = np.zeros((size, size), dtype=np.intp)
     for i, (c, (cx, cy), s) in enumerate(zip(layout.class_ids, layout.centres, layout.half_sizes)):
-        full[(i, *_shape_pixels(int(c), int(cx), int(cy), int(s), size))] = True
-    # an object is hidden wherever any later object covers it: OR the masks from the top down
-    above = np.logical_or.accumulate(full[::-1], axis=0)[::-1]
-    masks = full.copy()
-    masks[:-1] &= ~above[1:]
-    # paint by a label map: 0 the background, i + 1 the object visible at that pixel
-    label = (masks * np.arange(1, n + 1)[:, None, None]).sum(axis=0)
+        label[_shape_pixels(int(c), int(cx), int(cy), int(s), size)] = i + 1
+    masks = label == np.arange(1, n + 1)[:, None, None]   # what is left of each object is its visible mask
     palette = np.concatenate([layout.background[None, :], layout.colours]).astype(np.uint8)
     image = palette[label]
     visible = masks.any(axis=(1, 2))
