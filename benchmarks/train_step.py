@@ -169,15 +169,34 @@ def twin(cfg):
     return step
 
 
-def interleaved(steppers, data, block=10):
+def interleaved(steppers, data, block=10, between=None):
     """Each model in turn takes ``block`` steps (its next batches), then the next model, until every model has
     trained on all of ``data`` in order: a machine that slows down for a while slows all of them alike, and a
-    block keeps each model's caches warm as a run of its own would. -> name -> step times, in batch order."""
+    block keeps each model's caches warm as a run of its own would. ``between()`` runs after each round.
+    -> name -> step times, in batch order."""
     times = {name: [] for name in steppers}
     for start in range(0, len(data), block):
         for name, step in steppers.items():
             times[name] += [step(data[i], i) for i in range(start, min(start + block, len(data)))]
+        if between is not None:
+            between()
     return times
+
+
+def gemm_probe(repeats=50):
+    """Milliseconds of one 256 x 256 x 256 float32 GEMM on the host (the median of ``repeats``, inputs in the
+    cache): the machine's arithmetic speed at this moment. The 2-core benchmark machine moves between two
+    speeds within minutes (here about 0.19 ms and 0.28 ms), and the training step's time follows this probe, not
+    Python's or the memory's speed (benchmarks/RESULTS.md, "Issue 16, sixth pass"); printing it says which
+    speed a run saw."""
+    a = np.random.default_rng(0).random((256, 256), dtype=np.float32)
+    a @ a
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ a
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
 
 
 def main(argv=None):
@@ -201,7 +220,9 @@ def main(argv=None):
                 "mrcnn-edu, all positives train the mask head": ours(ModelConfig(mask_rois_per_image=0))}
     if torch:
         steppers["torchvision MaskRCNN twin"] = twin(cfg)
-    times = {name: t[args.warmup:] for name, t in interleaved(steppers, data).items()}
+    probes = []
+    times = {name: t[args.warmup:] for name, t in
+             interleaved(steppers, data, between=lambda: probes.append(gemm_probe())).items()}
     t_twin = times.get("torchvision MaskRCNN twin")
     for name, t in times.items():
         if t_twin:   # the ratio of the medians, and the median of the ratios of the same step
@@ -210,6 +231,8 @@ def main(argv=None):
                   f"| {paired:.2f} |")
         else:
             print(f"| {name} | {statistics.median(t):.3f} | - | - |")
+    print(f"\nthe machine's speed after each round of 10 steps: a 256 x 256 float32 GEMM in "
+          f"{', '.join(f'{p:.2f}' for p in probes)} ms")
 
 
 if __name__ == "__main__":
