@@ -167,6 +167,38 @@ def test_im2col_col2im_are_adjoint(xp, rng, shape, args):
                                rtol=1e-10)
 
 
+def test_im2col_and_col2im_take_ints_or_pairs_and_check_their_input(xp, rng):
+    """Like ``conv2d``, the two public column functions take an int or a pair for each size, and bad input is
+    an error that names the argument (before, ints failed deep inside with "cannot unpack non-iterable int")."""
+    x = normal(rng, (2, 3, 7, 6), xp)
+    cols = F.im2col(x, (3, 3), (2, 2), (1, 1))
+    assert cols.shape == (2, 27, 4 * 3)
+    np.testing.assert_array_equal(host(F.im2col(x, 3, 2, 1)), host(cols))
+    np.testing.assert_array_equal(host(F.col2im(cols, x.shape, 3, 2, 1)),
+                                  host(F.col2im(cols, x.shape, (3, 3), (2, 2), (1, 1))))
+    # the windows at the image's corner: tap (c, i, j) of output pixel (0, 0) reads x_padded[c, i, j]
+    first = host(cols)[0, :, 0].reshape(3, 3, 3)
+    np.testing.assert_array_equal(first[:, 1:, 1:], host(x)[0, :, :2, :2])
+    assert not first[:, 0, :].any() and not first[:, :, 0].any()          # the padding's zeros
+    with pytest.raises(ValueError, match=r"x: expected N x C x H x W, got shape \(3, 7, 6\)"):
+        F.im2col(x[0], 3, 1, 1)
+    with pytest.raises(ValueError, match="x: contains NaN or inf"):
+        F.im2col(xp.full((1, 1, 4, 4), xp.nan), 3, 1, 1)
+    with pytest.raises(ValueError, match="smaller than the 9 x 9 kernel"):
+        F.im2col(x, 9, 1, 0)
+    with pytest.raises(ValueError, match="stride: expected sizes >= 1"):
+        F.im2col(x, 3, 0, 1)
+    with pytest.raises(ValueError, match="padding: expected an int or a pair of ints"):
+        F.im2col(x, 3, 1, 0.5)
+    with pytest.raises(ValueError, match=r"cols: expected shape \(2, 27, 12\) \(what im2col makes of an "
+                                         r"\(2, 3, 7, 6\) input\), got \(2, 27, 11\)"):
+        F.col2im(cols[:, :, :11], x.shape, 3, 2, 1)
+    with pytest.raises(ValueError, match=r"x_shape: expected \(N, C, H, W\)"):
+        F.col2im(cols, (3, 7, 6), 3, 2, 1)
+    with pytest.raises(ValueError, match="kernel_size: expected an int or a pair of ints"):
+        F.col2im(cols, x.shape, "3", 2, 1)
+
+
 @pytest.mark.parametrize("shape, kh, ph", [
     ((3, 2, 5, 7), 3, 1), ((2, 3, 4, 1), 3, 1), ((2, 1, 1, 1), 3, 1),    # a map one pixel wide or one pixel in all
     ((2, 2, 6, 5), 5, 2), ((2, 2, 6, 5), 1, 0), ((2, 2, 6, 5), 3, 0),    # other heights of kernel and padding

@@ -11,10 +11,10 @@ grade your copy:
 The signatures and docstrings are the library's, ``mrcnn_edu/nn/functional.py`` and ``mrcnn_edu/nn/conv.py``,
 whose functions are the reference solutions: try first, read them after. Every forward returns
 ``(out, cache)``: the cache is yours, hold in it whatever your backward needs, in any layout you like (the
-tests always hand your backward the cache of *your* forward). ``im2col`` and ``col2im`` take
-``kernel_size``, ``stride`` and ``padding`` as pairs ``(vertical, horizontal)``; ``conv2d`` takes an int or
-a pair, and ``size_pair`` (imported below) turns either into a pair (``size_pair(padding, "padding",
-minimum=0)`` for a padding, which may be 0). ``conv_output_size`` gives OH and OW.
+tests always hand your backward the cache of *your* forward). The tests hand ``im2col`` and
+``col2im`` ``kernel_size``, ``stride`` and ``padding`` as pairs ``(vertical, horizontal)`` (the library's
+take ints too); ``conv2d`` takes an int or a pair, and ``size_pair`` (imported below) turns either into a
+pair (``size_pair(padding, "padding", minimum=0)`` for a padding, which may be 0). ``conv_output_size`` gives OH and OW.
 A loop over the kh x kw kernel offsets is the intended design; write a loop over output pixels first if it
 helps you think, then replace it. There is no need to validate the inputs. The hints are in README.md.
 """
@@ -46,6 +46,7 @@ def linear_backward(dout, cache):
 def im2col(x, kernel_size, stride, padding):
     """The windows of ``x`` as columns: ``N x C x H x W`` -> ``N x (C kh kw) x (OH OW)``.
 
+    kernel_size, stride, padding : an int or a pair ``(vertical, horizontal)`` each.
     Row ``(c, i, j)`` of image n's matrix holds ``x_padded[n, c, i + sh * oy, j + sw * ox]`` for every output
     pixel ``(oy, ox)``: the input that kernel tap ``(c, i, j)`` sees.
     (``conv2d`` keeps the same numbers with all images side by side, ``(C kh kw) x (N OH OW)``, so that
@@ -59,6 +60,7 @@ def im2col(x, kernel_size, stride, padding):
 def col2im(cols, x_shape, kernel_size, stride, padding):
     """The adjoint of ``im2col``: ``N x (C kh kw) x (OH OW)`` -> ``N x C x H x W``.
 
+    x_shape : ``(N, C, H, W)``, the shape of the input that ``im2col`` read; the sizes as in ``im2col``.
     Every column entry is added back to the input pixel it was copied from; pixels that several windows
     share (stride < kernel) receive the sum. For ``im2col``'s output this is *not* an inverse: it is the
     transpose, which is exactly what backpropagation needs.

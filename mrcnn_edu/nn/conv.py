@@ -155,14 +155,31 @@ def _unwindows(cols, x_shape, kernel_size, stride, padding):
     return xp.ascontiguousarray(padded[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3))
 
 
+def _check_windows(x_shape, kernel_size, stride, padding):
+    """``(kernel_size, stride, padding)`` as pairs (an int or a pair each), and windows that fit in the padded
+    ``N x C x H x W`` input."""
+    kernel_size, stride = pair(kernel_size, "kernel_size"), pair(stride, "stride")
+    padding = pair(padding, "padding", minimum=0)
+    (h, w), (kh, kw) = x_shape[2:], kernel_size
+    if conv_output_size(h, kh, stride[0], padding[0]) < 1 or conv_output_size(w, kw, stride[1], padding[1]) < 1:
+        raise ValueError(f"x: its {h} x {w} maps, padded by {padding}, are smaller than the {kh} x {kw} kernel")
+    return kernel_size, stride, padding
+
+
 def im2col(x, kernel_size, stride, padding):
     """The windows of ``x`` as columns: ``N x C x H x W`` -> ``N x (C kh kw) x (OH OW)``.
 
+    kernel_size, stride, padding : an int or a pair ``(vertical, horizontal)`` each.
     Row ``(c, i, j)`` of image n's matrix holds ``x_padded[n, c, i + sh * oy, j + sw * ox]`` for every output
     pixel ``(oy, ox)``: the input that kernel tap ``(c, i, j)`` sees.
     (``conv2d`` keeps the same numbers with all images side by side, ``(C kh kw) x (N OH OW)``, so that
     one GEMM serves the whole batch; this is that array seen image by image.)
     """
+    x = float_input(x, "x", "N x C x H x W", ndim=4)
+    return _im2col(x, *_check_windows(x.shape, kernel_size, stride, padding))
+
+
+def _im2col(x, kernel_size, stride, padding):
     n, c, h, w = x.shape
     (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
     oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
@@ -172,10 +189,29 @@ def im2col(x, kernel_size, stride, padding):
 def col2im(cols, x_shape, kernel_size, stride, padding):
     """The adjoint of ``im2col``: ``N x (C kh kw) x (OH OW)`` -> ``N x C x H x W``.
 
+    x_shape : ``(N, C, H, W)``, the shape of the input that ``im2col`` read; the sizes as in ``im2col``.
     Every column entry is added back to the input pixel it was copied from; pixels that several windows
     share (stride < kernel) receive the sum. For ``im2col``'s output this is *not* an inverse: it is the
     transpose, which is exactly what backpropagation needs.
     """
+    cols = float_input(cols, "cols", "N x (C kh kw) x (OH OW)", ndim=3)
+    try:
+        x_shape = tuple(int(s) for s in x_shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"x_shape: expected (N, C, H, W), got {x_shape!r}") from None
+    if len(x_shape) != 4 or min(x_shape) < 1:
+        raise ValueError(f"x_shape: expected (N, C, H, W) of positive sizes, got {x_shape!r}")
+    kernel_size, stride, padding = _check_windows(x_shape, kernel_size, stride, padding)
+    n, c, h, w = x_shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
+    want = (n, c * kh * kw, conv_output_size(h, kh, sh, ph) * conv_output_size(w, kw, sw, pw))
+    if tuple(cols.shape) != want:
+        raise ValueError(f"cols: expected shape {want} (what im2col makes of an {x_shape} input), got "
+                         f"{tuple(cols.shape)}")
+    return _col2im(cols, x_shape, kernel_size, stride, padding)
+
+
+def _col2im(cols, x_shape, kernel_size, stride, padding):
     n, ckk, l = cols.shape
     return _unwindows(cols.transpose(1, 0, 2).reshape(ckk, n * l), x_shape, kernel_size, stride, padding)
 
