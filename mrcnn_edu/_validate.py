@@ -140,6 +140,18 @@ def pair(v, name, minimum=1):
 # the layers' checks (mrcnn_edu.nn): an input, a parameter of that input, an upstream gradient
 # ----------------------------------------------------------------------------------------------------
 
+def nchw_shape(shape, name, minimum=0):
+    """``shape`` as a tuple ``(N, C, H, W)`` of Python ints >= ``minimum``."""
+    try:
+        out = tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected (N, C, H, W), got {shape!r}") from None
+    if len(out) != 4 or min(out) < minimum:
+        sizes = "non-negative" if minimum == 0 else f">= {minimum}"
+        raise ValueError(f"{name}: expected (N, C, H, W) of {sizes} sizes, got {shape!r}")
+    return out
+
+
 def float_input(x, name, what, ndim=None, min_ndim=0, params=()):
     """``x`` as a finite float array with ``ndim`` (or >= ``min_ndim``) axes, of the array module of ``x``
     and of the layer's ``params`` (a Python list ``x`` with CuPy weights becomes a CuPy array).

@@ -31,7 +31,7 @@ import math
 from typing import Any, NamedTuple
 
 from . import backend
-from ._validate import as_float_array, check_finite, check_ndim, check_rois, number, pair
+from ._validate import as_float_array, check_finite, check_ndim, check_rois, nchw_shape, number, pair
 
 __all__ = ["rois_from_boxes", "roi_align", "roi_align_backward", "roi_pool", "roi_pool_backward"]
 
@@ -151,7 +151,7 @@ def roi_align_backward(grad_output, rois, input_shape, output_size, spatial_scal
     Every sample hands its share of the bin's gradient back to its four bilinear neighbours; in matrix form
     ``dfeatures[b] = sum_r Ay[r].T @ grad_output[r] @ Ax[r]`` (torchvision does it with atomic adds).
     """
-    N, C, H, W = _check_input_shape(input_shape)
+    N, C, H, W = nchw_shape(input_shape, "input_shape")
     grad_output = as_float_array(grad_output, "grad_output")
     xp = backend.get_array_module(grad_output)
     rois = _check_rois(rois, N, xp)
@@ -423,7 +423,7 @@ def roi_pool_backward(grad_output, argmax, input_shape, rois=None):
     rois        : R x 5, needed only to know each RoI's image when N > 1
     Returns N x C x H x W; pixels that win several bins (overlapping RoIs or caffe bins) add up.
     """
-    N, C, H, W = _check_input_shape(input_shape)
+    N, C, H, W = nchw_shape(input_shape, "input_shape")
     grad_output = as_float_array(grad_output, "grad_output")
     xp = backend.get_array_module(grad_output)
     argmax = xp.asarray(argmax)
@@ -471,16 +471,6 @@ def _check_features(features):
     check_ndim(features, "features", 4, "N x C x H x W")
     check_finite(features, "features")
     return features
-
-
-def _check_input_shape(input_shape):
-    try:
-        shape = tuple(int(s) for s in input_shape)
-    except (TypeError, ValueError):
-        raise ValueError(f"input_shape: expected (N, C, H, W), got {input_shape!r}") from None
-    if len(shape) != 4 or min(shape) < 0:
-        raise ValueError(f"input_shape: expected (N, C, H, W) of non-negative sizes, got {input_shape!r}")
-    return shape
 
 
 def _check_rois(rois, num_images, xp):

@@ -46,7 +46,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .. import backend
-from .._validate import check_dout, check_param, float_input, pair
+from .._validate import check_dout, check_param, float_input, nchw_shape, pair
 
 __all__ = ["conv_output_size", "conv_transpose_output_size", "im2col", "col2im", "conv2d", "conv2d_backward",
            "conv_transpose2d", "conv_transpose2d_backward"]
@@ -195,12 +195,7 @@ def col2im(cols, x_shape, kernel_size, stride, padding):
     transpose, which is exactly what backpropagation needs.
     """
     cols = float_input(cols, "cols", "N x (C kh kw) x (OH OW)", ndim=3)
-    try:
-        x_shape = tuple(int(s) for s in x_shape)
-    except (TypeError, ValueError):
-        raise ValueError(f"x_shape: expected (N, C, H, W), got {x_shape!r}") from None
-    if len(x_shape) != 4 or min(x_shape) < 1:
-        raise ValueError(f"x_shape: expected (N, C, H, W) of positive sizes, got {x_shape!r}")
+    x_shape = nchw_shape(x_shape, "x_shape", minimum=1)
     kernel_size, stride, padding = _check_windows(x_shape, kernel_size, stride, padding)
     n, c, h, w = x_shape
     (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
@@ -299,9 +294,7 @@ def _check_conv(x, w, b, stride, padding, transposed):
 def _check_conv2d(x, w, b, stride, padding):
     """``_check_conv``, and windows that fit in the padded input."""
     x, w, b, stride, padding = _check_conv(x, w, b, stride, padding, transposed=False)
-    (h, wd), (kh, kw) = x.shape[2:], w.shape[2:]
-    if conv_output_size(h, kh, stride[0], padding[0]) < 1 or conv_output_size(wd, kw, stride[1], padding[1]) < 1:
-        raise ValueError(f"x: its {h} x {wd} maps, padded by {padding}, are smaller than the {kh} x {kw} kernel")
+    _check_windows(x.shape, tuple(w.shape[2:]), stride, padding)
     return x, w, b, stride, padding
 
 
