@@ -12,7 +12,9 @@ cell corners (ours are centred), and its mask head trains on every positive RoI 
 positives``) so the two can be compared like for like. Both start from scratch on the same batches; the
 first ``--warmup`` steps are not timed. The models take turns, 10 steps each, so that a machine that slows
 down for a while (a busy neighbour) slows them alike. Prints the median seconds per step, the ratio of the
-medians, and the median ratio of the same step (steady even on a noisy machine). With ``--backend
+medians, and the median ratio of the same step (steady even on a noisy machine); then the host's speed after
+each round (``gemm_probe``) and the default's ratio round by round, which show when a round fell in one of the
+machine's slow spells. With ``--backend
 cupy`` ours runs on the GPU and so does the twin (CUDA, TF32 off so that both do float32 arithmetic).
 """
 from __future__ import annotations
@@ -221,8 +223,8 @@ def main(argv=None):
     if torch:
         steppers["torchvision MaskRCNN twin"] = twin(cfg)
     probes = []
-    times = {name: t[args.warmup:] for name, t in
-             interleaved(steppers, data, between=lambda: probes.append(gemm_probe())).items()}
+    every_step = interleaved(steppers, data, between=lambda: probes.append(gemm_probe()))
+    times = {name: t[args.warmup:] for name, t in every_step.items()}
     t_twin = times.get("torchvision MaskRCNN twin")
     for name, t in times.items():
         if t_twin:   # the ratio of the medians, and the median of the ratios of the same step
@@ -233,6 +235,12 @@ def main(argv=None):
             print(f"| {name} | {statistics.median(t):.3f} | - | - |")
     print(f"\nthe machine's speed after each round of 10 steps: a 256 x 256 float32 GEMM in "
           f"{', '.join(f'{p:.2f}' for p in probes)} ms")
+    if t_twin:   # the default's ratio round by round: a slow spell shows as a round of its own
+        mine, theirs = every_step["mrcnn-edu default (8 mask RoIs an image)"], every_step["torchvision MaskRCNN twin"]
+        rounds = [statistics.median(mine[i:i + 10]) / statistics.median(theirs[i:i + 10])
+                  for i in range(0, len(data), 10)]
+        print(f"the default's ratio round by round: {', '.join(f'{r:.2f}' for r in rounds)} (rounds of the first "
+              f"{args.warmup} steps untimed)")
 
 
 if __name__ == "__main__":
