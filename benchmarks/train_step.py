@@ -14,8 +14,8 @@ first ``--warmup`` steps are not timed. The models take turns, 10 steps each, so
 down for a while (a busy neighbour) slows them alike. Prints the median seconds per step, the ratio of the
 medians, and the median ratio of the same step (steady even on a noisy machine); then the host's speed after
 each round (``gemm_probe``) and the default's ratio round by round, which show when a round fell in one of the
-machine's slow spells. With ``--backend
-cupy`` ours runs on the GPU and so does the twin (CUDA, TF32 off so that both do float32 arithmetic).
+machine's slow spells. With ``--backend cupy`` ours runs on the GPU and so does the twin (CUDA, TF32 off so
+that both do float32 arithmetic).
 """
 from __future__ import annotations
 
