@@ -191,7 +191,7 @@ def test_im2col_and_col2im_take_ints_or_pairs_and_check_their_input(xp, rng):
     with pytest.raises(ValueError, match="padding: expected an int or a pair of ints"):
         F.im2col(x, 3, 1, 0.5)
     with pytest.raises(ValueError, match=r"cols: expected shape \(2, 27, 12\) \(what im2col makes of an "
-                                         r"\(2, 3, 7, 6\) input\), got \(2, 27, 11\)"):
+                                         r"x of shape \(2, 3, 7, 6\)\), got \(2, 27, 11\)"):
         F.col2im(cols[:, :, :11], x.shape, 3, 2, 1)
     with pytest.raises(ValueError, match=r"x_shape: expected \(N, C, H, W\)"):
         F.col2im(cols, (3, 7, 6), 3, 2, 1)

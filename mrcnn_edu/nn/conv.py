@@ -201,7 +201,7 @@ def col2im(cols, x_shape, kernel_size, stride, padding):
     (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
     want = (n, c * kh * kw, conv_output_size(h, kh, sh, ph) * conv_output_size(w, kw, sw, pw))
     if tuple(cols.shape) != want:
-        raise ValueError(f"cols: expected shape {want} (what im2col makes of an {x_shape} input), got "
+        raise ValueError(f"cols: expected shape {want} (what im2col makes of an x of shape {x_shape}), got "
                          f"{tuple(cols.shape)}")
     return _col2im(cols, x_shape, kernel_size, stride, padding)
 
