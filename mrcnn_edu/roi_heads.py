@@ -15,6 +15,7 @@ the background as class 0, R positive RoIs, m the mask size.
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 from . import backend
@@ -24,7 +25,7 @@ from .boxes import (BOX_HEAD_WEIGHTS, _box_decode, _box_decode_backward, _box_en
 from .losses import _giou_loss, _smooth_l1_loss, _softmax_cross_entropy
 from .matching import (BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, BOX_BETA, _check_rng, _check_sampler,
                        _check_thresholds, _match_by_iou, _sample_balanced, _sample_by_keys)
-from .roi import _roi_align
+from .roi import _BLOCK_ELEMENTS, _align_plan, _roi_align_planned
 
 __all__ = ["BOX_HEAD_WEIGHTS", "BOX_LOSSES", "BoxHeadTargets", "box_head_targets", "fast_rcnn_loss", "mask_targets"]
 
@@ -280,15 +281,31 @@ def mask_targets(gt_masks, proposals, matched_gt_index, m, aligned=False):
 
 def _mask_targets(gt_masks, proposals, matched_gt_index, size, aligned=False):
     """The maths of ``mask_targets``: gt_masks G x H x W (bool or float), proposals R x 4 float,
-    matched_gt_index R int64 in [0, G), size ``(m, m)``."""
+    matched_gt_index R int64 in [0, G), size ``(m, m)``. The RoIs go a block at a time, each block's copies of
+    its masks at most about ``2**24`` pixels (one block in the model: 32 RoIs of 128 x 128)."""
     xp = backend.get_array_module(proposals)
-    if proposals.shape[0] == 0:
+    R = proposals.shape[0]
+    if R == 0:
         return xp.zeros((0,) + tuple(size), dtype=proposals.dtype)
-    maps = gt_masks.astype(proposals.dtype, copy=False)[:, None]  # the G masks as a G x 1 x H x W feature map
-    rois = xp.concatenate([matched_gt_index[:, None].astype(proposals.dtype), proposals], axis=1)
-    targets = _roi_align(maps, rois, tuple(size), 1.0, -1, bool(aligned))[:, 0]
+    step = max(1, _BLOCK_ELEMENTS // max(math.prod(gt_masks.shape[1:]), 1))
+    blocks = [_own_mask_targets(gt_masks[matched_gt_index[r:r + step]], proposals[r:r + step], size, aligned)
+              for r in range(0, R, step)]
+    targets = blocks[0] if len(blocks) == 1 else xp.concatenate(blocks)
     # bilinear weights sum to 1 only up to rounding: 1 + 1 ulp would fail the mask loss's [0, 1] check
     return xp.clip(targets, 0, 1)
+
+
+def _own_mask_targets(masks, boxes, size, aligned):
+    """RoIAlign of box r on mask r (masks R x H x W, boxes R x 4) -> R x m x m.
+
+    Each RoI gets its own copy of its mask, map r of an R x 1 x H x W feature map: RoIAlign then needs no table
+    of the RoIs of each mask, whose width (the most RoIs on one mask) it would have to read back from the
+    device. The same numbers as RoIAlign on the G masks with RoIs ``(matched index, box)``."""
+    xp = backend.get_array_module(boxes)
+    maps = masks.astype(boxes.dtype, copy=False)[:, None]
+    rois = xp.concatenate([xp.arange(len(boxes), dtype=boxes.dtype)[:, None], boxes], axis=1)
+    plan = _align_plan(rois, maps.shape, tuple(size), 1.0, -1, bool(aligned), maps.dtype, most=1, in_order=True)
+    return _roi_align_planned(maps, plan)[:, 0]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -181,6 +181,23 @@ def test_mask_targets_left_half(xp):
     np.testing.assert_allclose(got[1], np.tile([1, 1, 1, 0.75, 0, 0, 0, 0], (8, 1)), atol=1e-12)
 
 
+def test_mask_targets_in_blocks_of_rois_are_those_of_one_block(xp, monkeypatch):
+    """Each RoI is aligned on its own copy of its mask, a block of RoIs at a time: blocks of 2 give the bits of
+    one block, each RoI on the mask it matched (a block cut out of order would not)."""
+    from mrcnn_edu import roi_heads
+    rng = np.random.default_rng(4)
+    masks = xp.asarray(rng.random((3, 20, 24)) > 0.5)
+    corner = rng.uniform(0, 12, (7, 2))
+    boxes = arr(xp, np.concatenate([corner, corner + rng.uniform(2, 10, (7, 2))], axis=1), np.float32)
+    matched = arr(xp, [2, 0, 1, 1, 2, 0, 2], np.int64)
+    whole = host(mask_targets(masks, boxes, matched, 6, aligned=True))
+    monkeypatch.setattr(roi_heads, "_BLOCK_ELEMENTS", 2 * 20 * 24 + 5)       # 2 RoIs a block: 4 blocks
+    np.testing.assert_array_equal(host(mask_targets(masks, boxes, matched, 6, aligned=True)), whole)
+    for r, g in enumerate(host(matched)):                                    # RoI r alone on its own mask
+        alone = mask_targets(masks[int(g)][None], boxes[r:r + 1], arr(xp, [0], np.int64), 6, aligned=True)
+        np.testing.assert_array_equal(host(alone)[0], whole[r])
+
+
 def test_mask_targets_aligned_put_the_edge_where_the_box_says(xp):
     """With aligned=True the mask's edge at x = 16 falls exactly between target columns 3 and 4 (no half
     pixel shift): the convention that paste_masks pastes back with."""
