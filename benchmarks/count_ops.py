@@ -7,7 +7,9 @@ its size; a host round trip (``.item()``, ``bool()``/``float()``/``int()`` of an
 also waits for every kernel before it. Both are counted here on NumPy, so the count runs on any machine:
 
 * the backend's array module is replaced by a counting one (``backend.xp`` and ``get_array_module``): every
-  ``xp.<function>`` call is one operation (``xp.zeros``, ``xp.exp``, ``xp.concatenate``, ...);
+  ``xp.<function>`` call is one operation (``xp.zeros``, ``xp.exp``, ``xp.concatenate``, ...); as under
+  CuPy, ``get_array_module`` of a host array (the data's, before it is sent) is NumPy, whose work is not
+  counted;
 * the parameters and the arrays those calls return are ``Counted`` arrays, an ``ndarray`` subclass whose
   ``__array_ufunc__`` and ``__array_function__`` count every arithmetic operator, ufunc, reduction
   (``x.sum()``) and NumPy function applied to them, and whose ``astype``, ``copy``, fancy indexing,
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import weakref
 from collections import Counter
 from pathlib import Path
 
@@ -106,10 +109,21 @@ def _plain(a):
     return a
 
 
+# the plain arrays under the ``Counted`` views (id -> weak reference): the device's memory too, for a view's
+# ``base`` or a flat buffer's owner (ndarrays cannot be hashed, so no WeakSet)
+ON_DEVICE = {}
+
+
+def _on_device(a):
+    ref = ON_DEVICE.get(id(a))
+    return isinstance(a, Counted) or (ref is not None and ref() is a)
+
+
 def _counted(a):
     """``a`` with every ndarray in it seen as a ``Counted`` array, and a NumPy scalar as a 0-d one (CuPy's
     reductions and scalar indexing give 0-d device arrays: reading one back is a host round trip)."""
     if isinstance(a, np.ndarray) and not isinstance(a, Counted):
+        ON_DEVICE[id(a)] = weakref.ref(a)
         return a.view(Counted)
     if isinstance(a, np.generic):
         return np.asarray(a).view(Counted)
@@ -260,13 +274,16 @@ def counting(model, opt=None):
         TALLY.add("round trip", "to_host")
         return original_to_host(a)
 
-    backend.xp, backend.get_array_module, backend.to_host = module, (lambda *arrays: module), to_host
+    def get_array_module(*arrays):   # as CuPy's: the device's module for a device array, NumPy for a host one
+        return module if any(_on_device(a) for a in arrays) else np
+
+    backend.xp, backend.get_array_module, backend.to_host = module, get_array_module, to_host
     for m in model.modules():
         for key, p in m.params.items():
-            m.params[key] = p.view(Counted)
+            m.params[key] = _counted(p)
     flat = getattr(opt, "_flat_params", None)
     if flat is not None:
-        opt._flat_params = flat.view(Counted)
+        opt._flat_params = _counted(flat)
 
     def undo():
         backend.xp, backend.get_array_module, backend.to_host = saved

@@ -8,6 +8,8 @@ import math
 import numbers
 from typing import Any, NamedTuple
 
+import numpy
+
 from . import backend
 from ._validate import box_array, check_boxes, check_finite
 
@@ -41,10 +43,13 @@ def check_targets(targets, num_images, config):
     targets : ``num_images`` dicts with ``boxes`` G x 4 ``(x1, y1, x2, y2)``, finite with x2 > x1 and y2 > y1
               (as torchvision asks: a box of no width has no regression target), ``labels`` G ints in
               [1, K - 1] and ``masks`` G x H x W (any H x W: they are cropped per RoI).
-    Returns a list of ``Target``: the boxes as a float array, the labels as int64, the masks as an array.
+    Returns a list of ``Target``: the boxes as a float array, the labels as int64, the masks as an array, on the
+    backend's device.
 
     Shapes and dtypes are checked image by image; the values of the whole batch at once, with one read back
     (on a GPU a read back waits for the device), and image by image only when something is wrong, to name it.
+    Targets given as host (NumPy) arrays are checked on the host, where reading a value costs no wait, and then
+    sent to the device (``_sent``): the training loop gives them so.
     """
     if len(targets) != num_images:
         raise ValueError(f"targets: expected one dict per image ({num_images}), got {len(targets)}")
@@ -52,7 +57,23 @@ def check_targets(targets, num_images, config):
     if checked and not _values_fine(checked, config):
         for i, target in enumerate(checked):
             _check_values(i, target, config)
-    return checked
+    return _sent(checked)
+
+
+def _sent(checked):
+    """Checked targets of host arrays on the backend's device: each field of the batch in one transfer (the
+    images' arrays flattened end to end on the host, sent, then cut into views of their shapes; the images'
+    masks may differ in size). Targets already on the device (or any part of them), or a NumPy backend, leave
+    them as they are."""
+    xp = backend.xp
+    if xp is numpy or any(backend.get_array_module(*t) is not numpy for t in checked):
+        return checked
+    fields = []
+    for parts in zip(*checked):                   # the boxes of every image, then the labels, then the masks
+        ends = numpy.cumsum([a.size for a in parts])[:-1].tolist()
+        flat = xp.split(xp.asarray(numpy.concatenate([a.ravel() for a in parts])), ends)
+        fields.append([f.reshape(a.shape) for f, a in zip(flat, parts)])
+    return [Target(*parts) for parts in zip(*fields)]
 
 
 def _target(i, t):

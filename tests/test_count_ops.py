@@ -143,3 +143,63 @@ def test_counting_changes_no_result_and_leaves_the_backend_as_it_was():
     assert all(np.array_equal(results[1][k], results[3][k]) for k in results[1])
     assert backend.xp is np and backend.get_array_module(np.zeros(1)) is np
     assert all(type(p) is np.ndarray for p in model.parameters().values())
+
+
+def test_host_arrays_stay_host_arrays_as_under_cupy():
+    """``get_array_module`` of the counting backend answers as CuPy's does: the device's module for an array
+    the counted code made (or the plain array under such a view), NumPy for a host array the data made."""
+    backend.use("numpy")
+    seen = {}
+
+    def work(w):
+        made = backend.xp.zeros(3)
+        seen.update(device=backend.get_array_module(made), param=backend.get_array_module(w),
+                    owner=backend.get_array_module(made.view(np.ndarray).base if made.base is not None else made),
+                    host=backend.get_array_module(np.zeros(3)), values=backend.get_array_module(1.0, [2]))
+    _run(work, np.arange(4.0))
+    assert seen["device"] is seen["param"] is seen["owner"] is not np
+    assert seen["host"] is np and seen["values"] is np
+
+
+def test_a_training_step_checks_its_targets_on_the_host_and_reads_no_table_width_back():
+    """The loop's targets come as host arrays: ``check_targets`` reads their values there (no round trip) and
+    sends them to the device, and the mask targets need no read back of their table's width (``roi._slots``)."""
+    from mrcnn_edu.data.shapes import ShapesDataset
+    from mrcnn_edu.inputs import check_targets
+    from mrcnn_edu.model import MaskRCNN, ModelConfig
+    from mrcnn_edu.train import _to_targets
+    backend.use("numpy")
+    cfg = ModelConfig(image_size=64, channels=(8, 8, 16, 16), groups=4, fpn_channels=16, anchor_sizes=(24.0, 32.0),
+                      box_hidden=32, mask_channels=8, mask_convs=1, roi_batch=16)
+    data = ShapesDataset(0, 64, "train")
+    batch = [data[0], data[1]]
+    images = np.stack([s[0] for s in batch])
+    sent = []
+
+    def step(m, o, b, i):
+        targets = _to_targets([s[1] for s in b], [s[2] for s in b])
+        sent.extend(check_targets(targets, len(b), cfg))
+        m.loss_and_backward(images, targets, np.random.default_rng(3))
+    model = MaskRCNN(cfg, rng=np.random.default_rng(0))
+    ops, trips, _, _ = count_ops.count_steps(model, None, [batch], step, warmup=0, by_function=True)
+    assert trips and not [f for f in trips if f.startswith("inputs.") or f == "roi._slots"], trips
+    assert all(isinstance(a, count_ops.Counted) for t in sent for a in t)       # on the device
+    assert [len(t.labels) for t in sent] == [len(s[2]) for s in batch]
+
+
+def test_targets_of_host_arrays_go_to_the_device_field_by_field_whatever_their_masks_sizes():
+    from mrcnn_edu.inputs import check_targets
+    from mrcnn_edu.model import ModelConfig
+    backend.use("numpy")
+    masks = [np.zeros((1, 8, 8), bool), np.ones((2, 6, 5), bool)]
+    targets = [dict(boxes=np.array([[1, 1, 4, 5]], np.float32), labels=np.array([2]), masks=masks[0]),
+               dict(boxes=np.array([[0, 0, 2, 3], [1, 2, 5, 6]], np.float32), labels=np.array([1, 3]),
+                    masks=masks[1])]
+    out = []
+    ops, trips, _ = _run(lambda w: out.extend(check_targets(targets, 2, ModelConfig(num_classes=4))), np.zeros(1))
+    assert sum(trips.values()) == 0 and sum(ops.values()) == 3            # one transfer a field, no read back
+    assert all(isinstance(a, count_ops.Counted) for t in out for a in t)
+    for t, want in zip(out, targets):
+        for got, key in zip(t, ("boxes", "labels", "masks")):
+            np.testing.assert_array_equal(got.view(np.ndarray), want[key])
+            assert got.shape == want[key].shape
