@@ -140,19 +140,21 @@ def _draw_mask_rois(positive, cap, rng):
     return keep
 
 
-def _sample_mask_rois_batch(positive_per_image, cap, rng):
-    """``sample_mask_rois`` of every image of a batch (a list of R_i bool), with one read back for the batch:
-    each image's number of positives, which decides whether it draws. The same draws, image after image."""
+def _sample_mask_rois_batch(positive_per_image, cap, rng, counts=None):
+    """``sample_mask_rois`` of every image of a batch (a list of R_i bool). Each image's number of positives
+    decides whether it draws: ``counts`` when the caller has them (B ints), else read back, once for the batch.
+    The same draws, image after image."""
     if cap <= 0 or not positive_per_image:
         return list(positive_per_image)
-    xp = backend.get_array_module(*positive_per_image)
-    counts = backend.to_host(xp.stack([p.sum() for p in positive_per_image]))
+    if counts is None:
+        xp = backend.get_array_module(*positive_per_image)
+        counts = backend.to_host(xp.stack([p.sum() for p in positive_per_image]))
     return [_draw_mask_rois(p, cap, rng) if count > cap else p for p, count in zip(positive_per_image, counts)]
 
 
-def _sample_mask_rois_each(positive_per_image, cap, rng):
+def _sample_mask_rois_each(positive_per_image, cap, rng, counts=None):
     """``_sample_mask_rois_batch`` image by image, through ``sample_mask_rois`` (the capstone's stand-in while a
-    student's is in place)."""
+    student's is in place; ``counts`` are not needed)."""
     return [sample_mask_rois(p, cap, rng) for p in positive_per_image]
 
 

@@ -309,8 +309,9 @@ class MaskRCNN(Module):
 
         # box head on sampled proposals
         gt_boxes = [t.boxes.astype(p.dtype, copy=False) for p, t in zip(proposals, targets)]
-        sampled = _box_head_targets_batch(proposals, gt_boxes, [t.labels for t in targets], rng, cfg.roi_batch,
-                                          cfg.roi_positive_fraction, 0.5, 0.5, BOX_HEAD_WEIGHTS)
+        sampled, num_positive = _box_head_targets_batch(proposals, gt_boxes, [t.labels for t in targets], rng,
+                                                        cfg.roi_batch, cfg.roi_positive_fraction, 0.5, 0.5,
+                                                        BOX_HEAD_WEIGHTS)
         box_feats, box_cache = self._pool(maps.box, self.box_stride, [s.rois for s in sampled], cfg.box_pool)
         class_logits, box_deltas = self.box_head.forward(box_feats)
         roi_labels = xp.concatenate([s.labels for s in sampled])
@@ -323,7 +324,7 @@ class MaskRCNN(Module):
         cap = cfg.mask_rois_per_image
         ends = list(accumulate(len(s.labels) for s in sampled))
         positive = xp.split(roi_labels > 0, ends[:-1])         # each image's RoIs matched to an object (views)
-        chosen = xp.concatenate(_sample_mask_rois_batch(positive, cap, rng))
+        chosen = xp.concatenate(_sample_mask_rois_batch(positive, cap, rng, num_positive))
         mask_rois = box_cache.rois[chosen]                    # R_m x 5, read from the box head's RoIs
         l_mask, dmask, mask_cache = 0.0, None, None
         if mask_rois.shape[0]:                                # its size is known: no read back

@@ -16,6 +16,7 @@ the background as class 0, R positive RoIs, m the mask size.
 from __future__ import annotations
 
 import math
+from itertools import accumulate
 from typing import NamedTuple
 
 from . import backend
@@ -120,7 +121,8 @@ def _box_head_targets_batch(proposals_per_image, gt_boxes_per_image, gt_labels_p
                             weights=BOX_HEAD_WEIGHTS):
     """``_box_head_targets`` of every image of a batch at once: lists of B arrays (proposals P_i x 4, gt_boxes
     G_i x 4 of one float dtype, gt_labels G_i int64) -> a list of B ``BoxHeadTargets``, each equal to
-    ``_box_head_targets`` on that image alone, the sampler's random draws included (``_box_head_targets_each``).
+    ``_box_head_targets`` on that image alone, the sampler's random draws included (``_box_head_targets_each``),
+    and each image's number of positive RoIs (B ints: the mask-RoI sampler's, read back with the sizes).
 
     Each image's boxes (its proposals, then its ground truth) are padded to the longest row, B x L x 4, and its
     ground truth to B x G x 4: a padded ground truth gets IoU -1 (it matches nothing), a padded box the label
@@ -147,8 +149,10 @@ def _box_head_targets_batch(proposals_per_image, gt_boxes_per_image, gt_labels_p
     target_boxes = xp.where(real_gt.any(axis=1)[:, None, None], gt_boxes[image, matched], boxes)
     rois, labels, matched = boxes[sampled], labels[sampled], matched[sampled]
     deltas = _box_encode(rois, target_boxes[sampled], weights)       # an image without objects: its RoIs, 0
-    splits = [int(c) for c in backend.to_host(sampled.sum(axis=1)).cumsum()[:-1]]   # the one read back
-    return [BoxHeadTargets(*parts) for parts in zip(*(xp.split(a, splits) for a in (rois, labels, deltas, matched)))]
+    sizes, num_positive = backend.to_host(xp.stack([sampled.sum(axis=1), pos.sum(axis=1)])).tolist()  # one read
+    splits = list(accumulate(sizes))[:-1]
+    per_image = zip(*(xp.split(a, splits) for a in (rois, labels, deltas, matched)))
+    return [BoxHeadTargets(*parts) for parts in per_image], num_positive
 
 
 def _box_head_targets_each(proposals_per_image, gt_boxes_per_image, gt_labels_per_image, rng,
@@ -156,8 +160,9 @@ def _box_head_targets_each(proposals_per_image, gt_boxes_per_image, gt_labels_pe
                            weights=BOX_HEAD_WEIGHTS):
     """``_box_head_targets_batch`` image by image, through ``_box_head_targets`` (the capstone's stand-in for the
     batched core while a student's per-image function is in place)."""
-    return [_box_head_targets(p, g, c, rng, batch_size_per_image, positive_fraction, fg_iou, bg_iou, weights)
-            for p, g, c in zip(proposals_per_image, gt_boxes_per_image, gt_labels_per_image)]
+    targets = [_box_head_targets(p, g, c, rng, batch_size_per_image, positive_fraction, fg_iou, bg_iou, weights)
+               for p, g, c in zip(proposals_per_image, gt_boxes_per_image, gt_labels_per_image)]
+    return targets, [int((t.labels > 0).sum()) for t in targets]
 
 
 # ---------------------------------------------------------------------------------------------------------

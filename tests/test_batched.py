@@ -96,9 +96,12 @@ def test_box_head_targets_of_the_batch_equal_those_image_by_image():
         proposals, gt, labels = box_head_case(rng, int(rng.integers(1, 5)))
         settings = (int(rng.choice([8, 64, 512])), float(rng.choice([0.25, 0.5])), 0.5, float(rng.choice([0.1, 0.5])))
         seed = int(rng.integers(1 << 30))
-        batch = roi_heads._box_head_targets_batch(proposals, gt, labels, np.random.default_rng(seed), *settings)
-        each = roi_heads._box_head_targets_each(proposals, gt, labels, np.random.default_rng(seed), *settings)
+        batch, positives = roi_heads._box_head_targets_batch(proposals, gt, labels, np.random.default_rng(seed),
+                                                             *settings)
+        each, positives_each = roi_heads._box_head_targets_each(proposals, gt, labels, np.random.default_rng(seed),
+                                                                *settings)
         assert len(batch) == len(each) == len(gt)
+        assert positives == positives_each == [int((t.labels > 0).sum()) for t in each]
         for mine, loop in zip(batch, each):
             for a, b in zip(mine, loop):
                 assert a.shape == b.shape and a.dtype == b.dtype
@@ -112,9 +115,12 @@ def test_mask_rois_of_the_batch_equal_those_image_by_image():
         positives = [rng.random(int(rng.integers(0, 40))) < rng.choice([0.1, 0.5]) for _ in range(4)]
         cap, seed = int(rng.choice([0, 3, 8])), int(rng.integers(1 << 30))
         batch = matching._sample_mask_rois_batch(positives, cap, np.random.default_rng(seed))
+        told = matching._sample_mask_rois_batch(positives, cap, np.random.default_rng(seed),
+                                                [int(p.sum()) for p in positives])    # the counts given: no read
         each = matching._sample_mask_rois_each(positives, cap, np.random.default_rng(seed))
-        for mine, loop, p in zip(batch, each, positives):
+        for mine, given, loop, p in zip(batch, told, each, positives):
             np.testing.assert_array_equal(mine, loop)
+            np.testing.assert_array_equal(given, loop)
             assert mine.sum() == (p.sum() if cap <= 0 else min(cap, p.sum())) and not (mine & ~p).any()
 
 
@@ -194,8 +200,9 @@ def test_a_batch_without_any_object():
     assert (labels == 0).sum() == 32 and (labels == 1).sum() == 0 and not targets.any()
     proposals = [anchors[:5], anchors[:0]]
     no_labels = [np.zeros(0, np.int64)] * 2
-    batch = roi_heads._box_head_targets_batch(proposals, empty, no_labels, np.random.default_rng(0), 4)
-    each = roi_heads._box_head_targets_each(proposals, empty, no_labels, np.random.default_rng(0), 4)
+    batch, positives = roi_heads._box_head_targets_batch(proposals, empty, no_labels, np.random.default_rng(0), 4)
+    each, _ = roi_heads._box_head_targets_each(proposals, empty, no_labels, np.random.default_rng(0), 4)
+    assert positives == [0, 0]
     for mine, loop in zip(batch, each):
         for a, b in zip(mine, loop):
             assert a.shape == b.shape
