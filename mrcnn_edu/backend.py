@@ -25,7 +25,7 @@ import warnings
 import numpy
 
 __all__ = ["xp", "name", "use", "check_env", "env_error", "get_array_module", "asarray", "address", "to_host",
-           "scatter_add", "rng", "synchronize", "keep_freed_memory", "gpu_available", "BACKENDS", "ENV_VAR"]
+           "to_device", "scatter_add", "rng", "synchronize", "keep_freed_memory", "gpu_available", "BACKENDS", "ENV_VAR"]
 
 BACKENDS = ("numpy", "cupy")
 ENV_VAR = "MRCNN_EDU_BACKEND"
@@ -107,6 +107,16 @@ def to_host(a):
     if type(a).__module__.startswith("cupy"):
         return a.get()
     return numpy.asarray(a)
+
+
+def to_device(arrays):
+    """Host arrays on the switched backend's device in one transfer: flattened end to end (in one dtype, NumPy's
+    promotion of theirs), sent, and cut into views of their shapes. Under NumPy, the arrays as they are."""
+    if xp is numpy:
+        return list(arrays)
+    ends = numpy.cumsum([a.size for a in arrays])[:-1].tolist()
+    flat = xp.asarray(numpy.concatenate([numpy.asarray(a).ravel() for a in arrays]))
+    return [part.reshape(a.shape) for part, a in zip(xp.split(flat, ends), arrays)]
 
 
 def scatter_add(target, indices, values):

@@ -8,8 +8,6 @@ import math
 import numbers
 from typing import Any, NamedTuple
 
-import numpy
-
 from . import backend
 from ._validate import box_array, check_boxes, check_finite
 
@@ -61,18 +59,12 @@ def check_targets(targets, num_images, config):
 
 
 def _sent(checked):
-    """Checked targets of host arrays on the backend's device: each field of the batch in one transfer (the
-    images' arrays flattened end to end on the host, sent, then cut into views of their shapes; the images'
-    masks may differ in size). Targets already on the device (or any part of them), or a NumPy backend, leave
-    them as they are."""
-    xp = backend.xp
-    if xp is numpy or any(backend.get_array_module(*t) is not numpy for t in checked):
+    """Checked targets of host arrays on the backend's device: each field of the batch (every image's boxes, then
+    labels, then masks, which may differ in size) in one transfer, ``backend.to_device``. Targets with any array
+    on the device already, or a NumPy backend, are left as they are."""
+    if not checked or any(backend.get_array_module(*t) is backend.xp for t in checked):
         return checked
-    fields = []
-    for parts in zip(*checked):                   # the boxes of every image, then the labels, then the masks
-        ends = numpy.cumsum([a.size for a in parts])[:-1].tolist()
-        flat = xp.split(xp.asarray(numpy.concatenate([a.ravel() for a in parts])), ends)
-        fields.append([f.reshape(a.shape) for f, a in zip(flat, parts)])
+    fields = [backend.to_device(parts) for parts in zip(*checked)]
     return [Target(*parts) for parts in zip(*fields)]
 
 

@@ -241,3 +241,14 @@ def test_rng_on_numpy_is_numpys_default_generator(restore_backend):
     backend.use("numpy")
     np.testing.assert_array_equal(backend.rng(3).standard_normal(4), np.random.default_rng(3).standard_normal(4))
     assert isinstance(backend.rng(), np.random.Generator)
+
+
+def test_to_device_sends_host_arrays_in_one_piece_and_keeps_their_shapes(xp):
+    import numpy as np
+    arrays = [np.arange(6, dtype=np.int64).reshape(2, 3), np.zeros((0, 4), np.int64), np.array([7, 8])]
+    sent = backend.to_device(arrays)
+    if xp is np:
+        assert all(a is b for a, b in zip(sent, arrays))          # nothing to send
+    for got, want in zip(sent, arrays):
+        assert backend.get_array_module(got) is xp and got.shape == want.shape
+        np.testing.assert_array_equal(backend.to_host(got), want)
