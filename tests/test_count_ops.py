@@ -116,16 +116,22 @@ def test_each_operation_is_charged_to_the_innermost_library_module():
     assert sum(by_function.values()) == ops["boxes"]
 
 
-def test_counting_changes_no_result_and_leaves_the_backend_as_it_was():
+def _tiny_model_and_batch():
+    """A small model's config, two 64-px shapes samples and their stacked images."""
     from mrcnn_edu.data.shapes import ShapesDataset
-    from mrcnn_edu.model import MaskRCNN, ModelConfig
-    from mrcnn_edu.train import _to_targets
+    from mrcnn_edu.model import ModelConfig
     backend.use("numpy")
     cfg = ModelConfig(image_size=64, channels=(8, 8, 16, 16), groups=4, fpn_channels=16, anchor_sizes=(24.0, 32.0),
                       box_hidden=32, mask_channels=8, mask_convs=1, roi_batch=16)
     data = ShapesDataset(0, 64, "train")
     batch = [data[0], data[1]]
-    images = np.stack([s[0] for s in batch])
+    return cfg, batch, np.stack([s[0] for s in batch])
+
+
+def test_counting_changes_no_result_and_leaves_the_backend_as_it_was():
+    from mrcnn_edu.model import MaskRCNN
+    from mrcnn_edu.train import _to_targets
+    cfg, batch, images = _tiny_model_and_batch()
     results = []
     for counted in (False, True):
         model = MaskRCNN(cfg, rng=np.random.default_rng(0))
@@ -165,16 +171,10 @@ def test_a_training_step_checks_its_targets_on_the_host_and_reads_back_only_what
     """The loop's targets come as host arrays: ``check_targets`` reads their values there (no round trip) and
     sends them to the device; the mask targets need no read back of their table's width (``roi._slots``), and
     the mask-RoI sampler none of the positives' counts (the box head's sampler read them with its sizes)."""
-    from mrcnn_edu.data.shapes import ShapesDataset
     from mrcnn_edu.inputs import check_targets
-    from mrcnn_edu.model import MaskRCNN, ModelConfig
+    from mrcnn_edu.model import MaskRCNN
     from mrcnn_edu.train import _to_targets
-    backend.use("numpy")
-    cfg = ModelConfig(image_size=64, channels=(8, 8, 16, 16), groups=4, fpn_channels=16, anchor_sizes=(24.0, 32.0),
-                      box_hidden=32, mask_channels=8, mask_convs=1, roi_batch=16)
-    data = ShapesDataset(0, 64, "train")
-    batch = [data[0], data[1]]
-    images = np.stack([s[0] for s in batch])
+    cfg, batch, images = _tiny_model_and_batch()
     sent = []
 
     def step(m, o, b, i):
