@@ -25,7 +25,8 @@ import warnings
 import numpy
 
 __all__ = ["xp", "name", "use", "check_env", "env_error", "get_array_module", "asarray", "address", "to_host",
-           "to_device", "scatter_add", "rng", "synchronize", "keep_freed_memory", "gpu_available", "BACKENDS", "ENV_VAR"]
+           "to_device", "scatter_add", "rng", "synchronize", "keep_freed_memory", "gpu_available", "BACKENDS",
+           "ENV_VAR"]
 
 BACKENDS = ("numpy", "cupy")
 ENV_VAR = "MRCNN_EDU_BACKEND"
