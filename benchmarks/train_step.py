@@ -157,10 +157,9 @@ def twin(cfg):
     def step(samples, i):
         t0 = time.perf_counter()
         images = [torch.from_numpy(s[0]).to(DEVICE).permute(2, 0, 1).float() / 255 for s in samples]
-        targets = [dict(boxes=torch.from_numpy(backend.to_host(t["boxes"])).to(DEVICE),
-                        labels=torch.from_numpy(backend.to_host(t["labels"])).to(DEVICE),
-                        masks=torch.from_numpy(backend.to_host(t["masks"]).astype(np.uint8)).to(DEVICE))
-                   for t in _to_targets([s[1] for s in samples], [s[2] for s in samples])]
+        targets = [dict(boxes=torch.from_numpy(t["boxes"]).to(DEVICE), labels=torch.from_numpy(t["labels"]).to(DEVICE),
+                        masks=torch.from_numpy(t["masks"].astype(np.uint8)).to(DEVICE))
+                   for t in _to_targets([s[1] for s in samples], [s[2] for s in samples])]   # host arrays
         losses = model(images, targets)
         opt.zero_grad()
         sum(losses.values()).backward()
