@@ -140,19 +140,16 @@ def _draw_mask_rois(positive, cap, rng):
     return keep
 
 
-def _sample_mask_rois_batch(positive_per_image, cap, rng, counts=None):
-    """``sample_mask_rois`` of every image of a batch (a list of R_i bool). Each image's number of positives
-    decides whether it draws: ``counts`` when the caller has them (B ints), else read back, once for the batch.
-    The same draws, image after image."""
-    if cap <= 0 or not positive_per_image:
+def _sample_mask_rois_batch(positive_per_image, cap, rng, counts):
+    """``sample_mask_rois`` of every image of a batch (a list of R_i bool), with nothing read back: ``counts``,
+    each image's number of positives (B ints, read by the box head's sampler), decides whether it draws. The
+    same draws, image after image."""
+    if cap <= 0:
         return list(positive_per_image)
-    if counts is None:
-        xp = backend.get_array_module(*positive_per_image)
-        counts = backend.to_host(xp.stack([p.sum() for p in positive_per_image]))
     return [_draw_mask_rois(p, cap, rng) if count > cap else p for p, count in zip(positive_per_image, counts)]
 
 
-def _sample_mask_rois_each(positive_per_image, cap, rng, counts=None):
+def _sample_mask_rois_each(positive_per_image, cap, rng, counts):
     """``_sample_mask_rois_batch`` image by image, through ``sample_mask_rois`` (the capstone's stand-in while a
     student's is in place; ``counts`` are not needed)."""
     return [sample_mask_rois(p, cap, rng) for p in positive_per_image]

@@ -114,13 +114,11 @@ def test_mask_rois_of_the_batch_equal_those_image_by_image():
     for trial in range(30):
         positives = [rng.random(int(rng.integers(0, 40))) < rng.choice([0.1, 0.5]) for _ in range(4)]
         cap, seed = int(rng.choice([0, 3, 8])), int(rng.integers(1 << 30))
-        batch = matching._sample_mask_rois_batch(positives, cap, np.random.default_rng(seed))
-        told = matching._sample_mask_rois_batch(positives, cap, np.random.default_rng(seed),
-                                                [int(p.sum()) for p in positives])    # the counts given: no read
-        each = matching._sample_mask_rois_each(positives, cap, np.random.default_rng(seed))
-        for mine, given, loop, p in zip(batch, told, each, positives):
+        counts = [int(p.sum()) for p in positives]
+        batch = matching._sample_mask_rois_batch(positives, cap, np.random.default_rng(seed), counts)
+        each = matching._sample_mask_rois_each(positives, cap, np.random.default_rng(seed), counts)
+        for mine, loop, p in zip(batch, each, positives):
             np.testing.assert_array_equal(mine, loop)
-            np.testing.assert_array_equal(given, loop)
             assert mine.sum() == (p.sum() if cap <= 0 else min(cap, p.sum())) and not (mine & ~p).any()
 
 
@@ -155,10 +153,11 @@ def batched_examples():
     features = rng.normal(size=(2, 3, 8, 8))
     rois = np.array([[0, 1.0, 2.0, 30.0, 20.0], [1, 0.0, 0.0, 64.0, 64.0], [1, 8.0, 8.0, 9.0, 40.0]])
     plan = roi._align_plan(rois, features.shape, (4, 4), 1 / 8, 2, True, features.dtype)
+    positives = [rng.random(12) < 0.8, rng.random(5) < 0.5]
     return {"mrcnn_edu.rpn._generate_proposals_batch": (anchors, objectness, deltas, size, *settings),
             "mrcnn_edu.rpn._rpn_targets_batch": (anchors, gt_case(rng, 3, size[0]), rng, 64, 0.5),
             "mrcnn_edu.roi_heads._box_head_targets_batch": (*box_head_case(rng, 3), rng, 16),
-            "mrcnn_edu.matching._sample_mask_rois_batch": ([rng.random(12) < 0.8, rng.random(5) < 0.5], 3, rng),
+            "mrcnn_edu.matching._sample_mask_rois_batch": (positives, 3, rng, [int(p.sum()) for p in positives]),
             "mrcnn_edu.roi._roi_align_planned": (features, plan),
             "mrcnn_edu.roi._roi_align_backward_planned": (rng.normal(size=(len(rois), 3, 4, 4)), plan)}
 
