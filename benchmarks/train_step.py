@@ -186,10 +186,10 @@ def interleaved(steppers, data, block=10, between=None):
 
 def gemm_probe(repeats=50):
     """Milliseconds of one 256 x 256 x 256 float32 GEMM on the host (the median of ``repeats``, inputs in the
-    cache): the machine's arithmetic speed at this moment. The 2-core benchmark machine moves between two
-    speeds within minutes (here about 0.19 ms and 0.28 ms), and the training step's time follows this probe, not
-    Python's or the memory's speed (benchmarks/RESULTS.md, "Issue 16, sixth pass"); printing it says which
-    speed a run saw."""
+    cache): how fast the host's two cores share a matrix product at this moment. The 2-core benchmark machine
+    moves between two speeds within minutes (here about 0.19 ms and 0.28 ms), and the training step's time
+    follows this probe, not Python's or the memory's speed (benchmarks/RESULTS.md, "Issue 16, sixth pass");
+    printing it says which speed a run saw."""
     a = np.random.default_rng(0).random((256, 256), dtype=np.float32)
     a @ a
     times = []
